@@ -1,0 +1,309 @@
+"""The I/O shell around one charge point's WebSocket.
+
+It feeds every received message into the sans-I/O :class:`Session`, writes what the
+session says to write, runs handlers, and turns outgoing calls into awaitables:
+
+* incoming CALLs are handled one at a time, in arrival order, each in its own task
+  (so a handler may itself await a call to the same charge point: the read loop
+  keeps reading, and the CALLRESULT it waits for gets through);
+* outgoing CALLs are correlated by message id through a future kept on the pending
+  call; the session keeps at most one on the wire (OCPP-J 1.6 §4.1.1);
+* when the socket closes, every waiter fails at once with NotConnected — nobody
+  waits out a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from kilowatt.protocol.errors import (
+    CallError,
+    GenericCallError,
+    InternalCallError,
+    NotConnected,
+    OutgoingValidationError,
+)
+from kilowatt.protocol.frames import Call
+from kilowatt.protocol.router import Handler
+from kilowatt.protocol.session import Dropped, Flooded, PendingCall, Rejected, Session, Settled
+
+__all__ = ["ChargePointConnection", "ConnectionObserver", "Transport"]
+
+log = logging.getLogger("kilowatt.gateway")
+
+# OCPP-J §4.1.1 allows one outstanding CALL per direction; we are lenient and queue
+# a few pipelined CALLs (handled strictly in order), answering GenericError beyond.
+MAX_QUEUED_INCOMING = 8
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class Transport(Protocol):
+    """The part of a WebSocket connection the shell uses."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send_text(self, frame: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class ConnectionObserver(Protocol):
+    """Hooks for the message log, metrics and events (all optional to implement)."""
+
+    def frame_received(self, charge_point_id: str, data: str | bytes) -> None: ...
+
+    def frame_sent(self, charge_point_id: str, data: bytes) -> None: ...
+
+
+class _Context:
+    __slots__ = ("action", "charge_point_id", "connection", "unique_id")
+
+    def __init__(self, connection: ChargePointConnection, call: Call) -> None:
+        self.connection = connection
+        self.charge_point_id = connection.charge_point_id
+        self.unique_id = call.unique_id
+        self.action = call.action
+
+
+class ChargePointConnection:
+    """One live connection of one charge point."""
+
+    def __init__(
+        self,
+        charge_point_id: str,
+        transport: Transport,
+        session: Session,
+        routes: Mapping[str, Handler],
+        *,
+        strict: bool = False,
+        observer: ConnectionObserver | None = None,
+    ) -> None:
+        self.charge_point_id = charge_point_id
+        self.transport = transport
+        self.session = session
+        self._routes = routes
+        self._strict = strict
+        self._observer = observer
+        self._loop = asyncio.get_running_loop()
+        self._incoming: deque[Call] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_for: PendingCall | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.closed = asyncio.Event()
+
+    # ------------------------------------------------------------- read loop
+
+    async def run(self) -> None:
+        """Read until the socket closes; then fail everything still waiting."""
+        try:
+            while True:
+                data = await self.transport.recv()
+                if not await self._on_message(data):
+                    break
+        finally:
+            self._shutdown("the charge point disconnected")
+
+    async def _on_message(self, data: str | bytes) -> bool:
+        observer = self._observer
+        if observer is not None:
+            observer.frame_received(self.charge_point_id, data)
+        if type(data) is str:
+            event: Any = self.session.receive(data, self._loop.time())
+        else:
+            event = self.session.receive_binary(self._loop.time())
+        kind = type(event)
+        if kind is Call:
+            self._accept_call(event)
+        elif kind is Settled:
+            self._settle(event)
+        elif kind is Rejected:
+            log.info(
+                "call rejected",
+                extra={
+                    "charge_point": self.charge_point_id,
+                    "action": event.action,
+                    "code": str(event.error.code),
+                    "reason": event.error.description,
+                },
+            )
+            await self._write(event.frame)
+        elif kind is Dropped:
+            log.warning(
+                "frame dropped",
+                extra={"charge_point": self.charge_point_id, "reason": event.reason},
+            )
+        elif kind is Flooded:
+            log.warning(
+                "connection closed: invalid frame flood",
+                extra={"charge_point": self.charge_point_id, "reason": event.reason},
+            )
+            await self.transport.close(CLOSE_POLICY_VIOLATION, "too many invalid frames")
+            return False
+        return True
+
+    # -------------------------------------------------------- incoming calls
+
+    def _accept_call(self, call: Call) -> None:
+        if len(self._incoming) >= MAX_QUEUED_INCOMING:
+            error = GenericCallError(
+                "too many CALLs outstanding; OCPP-J 1.6 §4.1.1 allows one at a time"
+            )
+            self._spawn(self._write(self.session.error_frame(call.unique_id, error)))
+            return
+        self._incoming.append(call)
+        if self._worker is None:
+            self._worker = self._loop.create_task(self._handle_incoming())
+
+    async def _handle_incoming(self) -> None:
+        try:
+            while self._incoming:
+                call = self._incoming[0]
+                frame = await self._answer(call)
+                self._incoming.popleft()
+                if frame is not None:
+                    await self._write(frame)
+        finally:
+            self._worker = None
+
+    async def _answer(self, call: Call) -> bytes | None:
+        try:
+            result = await self._routes[call.action](_Context(self, call), call.payload)
+            frame = self.session.result_frame(call, result)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "call answered",
+                    extra={
+                        "charge_point": self.charge_point_id,
+                        "action": call.action,
+                        "unique_id": call.unique_id,
+                    },
+                )
+            return frame
+        except CallError as error:
+            return self.session.error_frame(call.unique_id, error)
+        except OutgoingValidationError as exc:
+            log.error(
+                "invalid answer not sent",
+                extra={
+                    "charge_point": self.charge_point_id,
+                    "action": exc.action,
+                    "reason": exc.error.description,
+                },
+            )
+            if self._strict:
+                raise
+            return self.session.error_frame(
+                call.unique_id, InternalCallError("the Central System could not build an answer")
+            )
+        except Exception:
+            log.exception(
+                "handler failed",
+                extra={"charge_point": self.charge_point_id, "action": call.action},
+            )
+            return self.session.error_frame(
+                call.unique_id, InternalCallError(f"{call.action} could not be processed")
+            )
+
+    @property
+    def handling(self) -> bool:
+        """True while an incoming CALL is being handled."""
+        return self._worker is not None
+
+    async def wait_idle(self) -> None:
+        """Wait until the calls already received have been answered."""
+        worker = self._worker
+        if worker is not None:
+            await asyncio.shield(worker)
+
+    # -------------------------------------------------------- outgoing calls
+
+    async def call(
+        self, action: str, payload: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a CALL and return the CALLRESULT payload.
+
+        Raises OutgoingValidationError (invalid payload; nothing sent),
+        CallErrorReceived, CallTimeout, InvalidCallResult or NotConnected.
+        """
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        pending, frame = self.session.call(
+            action, payload, self._loop.time(), timeout=timeout, context=future
+        )
+        if frame is not None:
+            self._on_wire(pending)
+            await self._write(frame)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.session.cancel(pending)
+            raise
+
+    def _on_wire(self, pending: PendingCall) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_for = pending
+        deadline = pending.deadline
+        assert deadline is not None
+        self._timer = self._loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        settled = self.session.expire(self._loop.time())
+        if settled is not None:
+            self._settle(settled)
+
+    def _settle(self, settled: Settled) -> None:
+        if self._timer_for is settled.call and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        future: asyncio.Future[dict[str, Any]] | None = settled.call.context
+        if future is not None and not future.done():
+            if settled.error is not None:
+                future.set_exception(settled.error)
+            else:
+                assert settled.result is not None
+                future.set_result(settled.result)
+        if settled.next_frame is not None:
+            in_flight = self.session.in_flight
+            assert in_flight is not None
+            self._on_wire(in_flight)
+            self._spawn(self._write(settled.next_frame))
+
+    # ------------------------------------------------------------------ I/O
+
+    async def _write(self, frame: bytes) -> None:
+        observer = self._observer
+        if observer is not None:
+            observer.frame_sent(self.charge_point_id, frame)
+        try:
+            await self.transport.send_text(frame)
+        except Exception as exc:
+            # The read loop sees the same closed socket and cleans up.
+            log.debug(
+                "write failed", extra={"charge_point": self.charge_point_id, "reason": repr(exc)}
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _shutdown(self, reason: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for settled in self.session.close(reason):
+            future: asyncio.Future[dict[str, Any]] | None = settled.call.context
+            if future is not None and not future.done():
+                future.set_exception(settled.error or NotConnected(reason))
+        self.closed.set()
+
+    async def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        await self.transport.close(code, reason)

@@ -1,0 +1,63 @@
+"""Route incoming CALLs to handlers by action: one explicit table, no magic.
+
+An action without a handler is answered ``NotSupported`` by the session (it is known
+to the protocol, just not enabled here); an action unknown to the protocol version
+is answered ``NotImplemented`` (OCPP-J 1.6 §4.2.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+__all__ = ["CallContext", "Handler", "Router"]
+
+
+class CallContext(Protocol):
+    """What a handler knows about the CALL it is answering."""
+
+    @property
+    def charge_point_id(self) -> str: ...
+
+    @property
+    def unique_id(self) -> str: ...
+
+    @property
+    def action(self) -> str: ...
+
+
+Handler = Callable[[CallContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Router(Mapping[str, Handler]):
+    """An immutable-after-build mapping of action name to handler."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: Mapping[str, Handler] | None = None) -> None:
+        self._routes: dict[str, Handler] = dict(routes or {})
+
+    def add(self, action: str, handler: Handler) -> None:
+        if action in self._routes:
+            raise ValueError(f"a handler for {action} is already registered")
+        self._routes[action] = handler
+
+    def include(self, routes: Mapping[str, Handler]) -> None:
+        for action, handler in routes.items():
+            self.add(action, handler)
+
+    def replace(self, action: str, handler: Handler) -> None:
+        """Swap the handler of an action (a later feature taking over a placeholder)."""
+        self._routes[action] = handler
+
+    def __getitem__(self, action: str) -> Handler:
+        return self._routes[action]
+
+    def __contains__(self, action: object) -> bool:
+        return action in self._routes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes)
+
+    def __len__(self) -> int:
+        return len(self._routes)
