@@ -36,7 +36,8 @@ from kilowatt.protocol.errors import (
     OutgoingValidationError,
 )
 from kilowatt.protocol.frames import (
-    CALL,
+    CALLERROR,
+    CALLRESULT,
     Call,
     CallErrorFrame,
     CallResult,
@@ -237,9 +238,10 @@ class Session:
         except Undeliverable as exc:
             return self._bad(now, Dropped(exc.reason))
         except MalformedFrame as exc:
-            if exc.message_type == CALL:
-                return self._bad(now, self._reject(exc.unique_id, None, exc.error))
-            return self._bad(now, self._broken_answer(exc, now))
+            if exc.message_type in (CALLRESULT, CALLERROR):
+                # An answer is never answered; a broken one fails the call it answers.
+                return self._bad(now, self._broken_answer(exc, now))
+            return self._bad(now, self._reject(exc.unique_id, None, exc.error))
         if type(frame) is Call:
             action = frame.action
             if action not in self._incoming:
