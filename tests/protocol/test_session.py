@@ -78,10 +78,10 @@ def test_broken_call_with_usable_id_is_answered(session: Session) -> None:
     assert wire(event.frame)[:3] == [4, "z", "FormationViolation"]
 
 
-def test_unknown_message_type_with_usable_id_is_answered(session: Session) -> None:
-    event = session.receive('[7, "z", {}]', 0.0)
-    assert isinstance(event, Rejected)
-    assert wire(event.frame)[:3] == [4, "z", "FormationViolation"]
+def test_unknown_message_type_is_ignored(session: Session) -> None:
+    # OCPP-J 1.6 §4.1.3: "a Message Type Number not in this list ... SHALL be ignored".
+    for text in ('[7, "z", {}]', '[true, "z", "Heartbeat", {}]', '["2", "z", "Heartbeat", {}]'):
+        assert isinstance(session.receive(text, 0.0), Dropped)
 
 
 @pytest.mark.parametrize("text", ["garbage", "[]", '{"a": 1}', '[2, 17, "Heartbeat", {}]'])

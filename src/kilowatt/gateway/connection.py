@@ -255,9 +255,17 @@ class ChargePointConnection:
 
     def _expire(self) -> None:
         self._timer = None
-        settled = self.session.expire(self._loop.time())
+        now = self._loop.time()
+        settled = self.session.expire(now)
         if settled is not None:
             self._settle(settled)
+            return
+        pending = self.session.in_flight
+        if pending is not None and pending.deadline is not None:
+            # Event loops round timers (uvloop to whole milliseconds) and may wake
+            # us a hair early: arm again for what is left.
+            self._timer_for = pending
+            self._timer = self._loop.call_later(max(pending.deadline - now, 0.001), self._expire)
 
     def _settle(self, settled: Settled) -> None:
         if self._timer_for is settled.call and self._timer is not None:

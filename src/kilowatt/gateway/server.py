@@ -171,7 +171,8 @@ class Gateway:
         if self._server is None:
             return
         self._closing = True
-        self._server.close(close_connections=False)
+        # Stop accepting only (websockets' own close() acts once, and closes sockets).
+        self._server.server.close()
         connections = list(self.registry)
         if connections:
             waits = [asyncio.ensure_future(c.wait_idle()) for c in connections]

@@ -36,6 +36,7 @@ from kilowatt.protocol.errors import (
     OutgoingValidationError,
 )
 from kilowatt.protocol.frames import (
+    CALL,
     CALLERROR,
     CALLRESULT,
     Call,
@@ -241,6 +242,10 @@ class Session:
             if exc.message_type in (CALLRESULT, CALLERROR):
                 # An answer is never answered; a broken one fails the call it answers.
                 return self._bad(now, self._broken_answer(exc, now))
+            if exc.message_type != CALL:
+                # OCPP-J 1.6 §4.1.3: a message type number not in the list SHALL be
+                # ignored.
+                return self._bad(now, Dropped(f"unknown message type: {exc.error.description}"))
             return self._bad(now, self._reject(exc.unique_id, None, exc.error))
         if type(frame) is Call:
             action = frame.action
