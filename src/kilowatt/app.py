@@ -2,42 +2,123 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kilowatt.clock import Clock, SystemClock
 from kilowatt.config import Settings
-from kilowatt.gateway.auth import CredentialStore, InMemoryCredentialStore
+from kilowatt.gateway.auth import ChargePointCredentials, CredentialStore
 from kilowatt.gateway.registry import ConnectionRegistry
 from kilowatt.gateway.server import Gateway, GatewayConfig
 from kilowatt.gateway.tls import build_server_ssl_context
 from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
+from kilowatt.ocpp16.handlers.registration import require_acceptance
 from kilowatt.ocpp16.routes import SUBPROTOCOL, protocol_spec
 from kilowatt.protocol.router import Router
+from kilowatt.services.authorization import AuthorizationService
+from kilowatt.services.charge_points import BootPolicy, ChargePointService
+from kilowatt.services.data_transfer import DataTransferRegistry
+from kilowatt.services.transactions import TransactionService
+from kilowatt.store.sql.database import SqlStore, open_store
+from kilowatt.store.sql.migrate import current_revision, head_revision, upgrade
 
-__all__ = ["Application", "create_app"]
+__all__ = ["Application", "Services", "build_services", "create_app"]
 
 log = logging.getLogger("kilowatt")
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is older than this version of Kilowatt."""
+
+
+@dataclass
+class Services:
+    store: SqlStore
+    clock: Clock
+    charge_points: ChargePointService
+    authorization: AuthorizationService
+    transactions: TransactionService
+    data_transfer: DataTransferRegistry
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    data_transfer = DataTransferRegistry()
+    data_transfer.load_entry_points()
+    return Services(
+        store=store,
+        clock=clock,
+        charge_points=ChargePointService(
+            store,
+            clock,
+            boot_policy=BootPolicy(settings.boot_policy),
+            heartbeat_interval=settings.heartbeat_interval,
+            boot_retry_interval=settings.boot_retry_interval,
+        ),
+        authorization=AuthorizationService(store, clock),
+        transactions=TransactionService(store, clock),
+        data_transfer=data_transfer,
+    )
+
+
+async def prepare_database(services: Services, *, migrate: bool) -> None:
+    """Create/upgrade the schema (embedded default) or check it is current."""
+    store = services.store
+    if migrate:
+        await upgrade(store)
+        return
+    current = await current_revision(store)
+    if current != head_revision():
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current or 'none'}, this Kilowatt needs "
+            f"{head_revision()}: run `kilowatt db upgrade` with the same database URL"
+        )
+
+
+class _StoredCredentials:
+    """The gateway's credential lookup, answered from the charge point records."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def get_credentials(self, charge_point_id: str) -> ChargePointCredentials | None:
+        point = await self._services.store.read(
+            lambda repos: repos.charge_points.get(charge_point_id)
+        )
+        if point is None:
+            return None
+        return ChargePointCredentials(point.security_profile, point.password_hash)
 
 
 @dataclass
 class Application:
     settings: Settings
+    services: Services
     router: Router
     registry: ConnectionRegistry
     gateway: Gateway
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopped: bool = False
 
     async def start(self) -> None:
-        await self.gateway.start()
         settings = self.settings
+        await prepare_database(self.services, migrate=self.services.store.dialect == "sqlite")
+        await self.services.charge_points.reset_connection_state()
+        await self.gateway.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._flush_seen()))
         scheme = "wss" if settings.tls_enabled else "ws"
         log.info(
             "listening",
             extra={
                 "url": f"{scheme}://{settings.host}:{self.gateway.port}{settings.ocpp_path}",
                 "security_profile": settings.security_profile,
+                "database": self.services.store.url.render_as_string(hide_password=True),
+                "boot_policy": settings.boot_policy,
             },
         )
         if settings.security_profile == 0 and not _is_loopback(settings.host):
@@ -48,8 +129,26 @@ class Application:
                 extra={"host": settings.host},
             )
 
+    async def _flush_seen(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.seen_flush_interval)
+            try:
+                await self.services.charge_points.flush_seen()
+            except Exception:
+                log.exception("could not write last-seen times; will retry")
+
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self.gateway.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.services.charge_points.flush_seen()
+        await self.services.store.close()
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,11 +160,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def build_router(settings: Settings, clock: Clock) -> Router:
-    router = Router()
-    router.include(core_routes(heartbeat_interval=settings.heartbeat_interval, clock=clock))
-    router.include(notification_routes())
-    return router
+def build_router(services: Services, settings: Settings) -> Router:
+    charge_points = services.charge_points
+    routes = core_routes(
+        clock=services.clock,
+        charge_points=charge_points,
+        authorization=services.authorization,
+        transactions=services.transactions,
+        data_transfer=services.data_transfer,
+    )
+    routes.update(notification_routes())
+    return Router(
+        require_acceptance(routes, is_accepted=charge_points.is_accepted, seen=charge_points.seen)
+    )
 
 
 def create_app(
@@ -74,8 +181,8 @@ def create_app(
     clock: Clock | None = None,
     credentials: CredentialStore | None = None,
 ) -> Application:
-    clock = clock or SystemClock()
-    router = build_router(settings, clock)
+    services = build_services(settings, clock=clock)
+    router = build_router(services, settings)
     registry = ConnectionRegistry()
     certificates = [
         (str(cert), str(key))
@@ -85,12 +192,11 @@ def create_app(
         )
         if cert is not None and key is not None
     ]
+    client_ca = settings.tls_client_ca_file
     ssl_context = (
         build_server_ssl_context(
             certificates,
-            client_ca_file=str(settings.tls_client_ca_file)
-            if settings.tls_client_ca_file
-            else None,
+            client_ca_file=str(client_ca) if client_ca else None,
             require_client_certificate=settings.security_profile == 3,
         )
         if certificates
@@ -115,7 +221,10 @@ def create_app(
         ),
         protocol_spec(),
         router,
-        credentials if credentials is not None else InMemoryCredentialStore(),
+        credentials if credentials is not None else _StoredCredentials(services),
         registry,
+        hooks=services.charge_points,
     )
-    return Application(settings=settings, router=router, registry=registry, gateway=gateway)
+    return Application(
+        settings=settings, services=services, router=router, registry=registry, gateway=gateway
+    )

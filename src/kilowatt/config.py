@@ -32,7 +32,30 @@ class Settings(BaseSettings):
     port: int = Field(9000, ge=0, le=65535, description="Port of the OCPP WebSocket endpoint.")
     ocpp_path: str = Field("/ocpp/", description="URL path prefix; the charge point id follows.")
 
+    # Storage
+    database_url: str = Field(
+        "sqlite:///kilowatt.db",
+        description="sqlite:///FILE (embedded default, in the working directory) or "
+        "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE.",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="FULL: every commit survives a power cut; NORMAL: survives a crash of "
+        "the process only, faster.",
+    )
+
     # OCPP
+    boot_policy: Literal["reject-unknown", "pending-unknown", "accept-all"] = Field(
+        "reject-unknown",
+        description="BootNotification of an unregistered charge point: Rejected, Pending "
+        "(recorded for an operator to accept), or Accepted and registered (lab use).",
+    )
+    boot_retry_interval: int = Field(
+        60, ge=1, description="Seconds a Pending/Rejected charge point waits before booting again."
+    )
+    seen_flush_interval: float = Field(
+        5.0, gt=0, description="Seconds between writes of charge points' last-seen times."
+    )
     heartbeat_interval: int = Field(
         300, ge=1, description="Seconds; sent in BootNotification.conf as `interval`."
     )

@@ -62,4 +62,7 @@ def configure_logging(level: str = "info", fmt: str = "kv") -> None:
     root.setLevel(level.upper())
     # The WebSocket library logs every failed handshake at INFO/ERROR with its own
     # wording; our gateway logs those events itself, with the charge point id.
-    logging.getLogger("websockets").setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    quiet = logging.WARNING if level != "debug" else logging.DEBUG
+    logging.getLogger("websockets").setLevel(quiet)
+    # Migrations report themselves through kilowatt's own "database ready" line.
+    logging.getLogger("alembic").setLevel(quiet)

@@ -15,6 +15,7 @@ import json
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -46,7 +47,7 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def start_app() -> AsyncIterator[StartApp]:
+async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     """Start apps on free ports (``load_settings`` overrides as keywords); stop them all."""
     apps: list[Application] = []
 
@@ -58,6 +59,8 @@ async def start_app() -> AsyncIterator[StartApp]:
             "strict_outgoing": True,
             "ping_interval": 0,
             "shutdown_timeout": 2.0,
+            "database_url": f"sqlite:///{tmp_path}/kilowatt-{len(apps)}.db",
+            "boot_policy": "accept-all",
         }
         values.update(overrides)
         app = create_app(load_settings(**values), credentials=credentials)
@@ -166,7 +169,7 @@ class ChargePoint(OcppChargePoint):  # type: ignore[misc]
 
 @contextlib.asynccontextmanager
 async def registered_ws(
-    app: Application, charge_point_id: str = "CP1", **kwargs: Any
+    app: Application, charge_point_id: str = "CP1", *, boot: bool = True, **kwargs: Any
 ) -> AsyncIterator[ClientConnection]:
     """A raw websockets client, yielded once the server has registered it."""
     previous = app.registry.get(charge_point_id)
@@ -179,6 +182,14 @@ async def registered_ws(
             lambda: app.registry.get(charge_point_id) not in (None, previous),
             f"{charge_point_id!r} to be registered",
         )
+        if boot:
+            # Only an accepted charge point is served beyond BootNotification.
+            await ws.send(
+                '[2,"boot-0","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+            )
+            async with asyncio.timeout(TIMEOUT):
+                answer = json.loads(await ws.recv())
+            assert answer[:2] == [3, "boot-0"] and answer[2]["status"] == "Accepted", answer
         yield ws
     finally:
         async with asyncio.timeout(TIMEOUT):
@@ -659,7 +670,7 @@ async def test_graceful_shutdown_closes_clients_with_going_away(start_app: Start
 # ------------------------------------------------------------------------ uvloop
 
 
-def test_call_timeout_fires_on_uvloop() -> None:
+def test_call_timeout_fires_on_uvloop(tmp_path: Path) -> None:
     """``kilowatt serve`` runs on uvloop, whose timers may fire up to half a
     millisecond before the ``loop.time()`` they were scheduled for (the delay is
     rounded to whole milliseconds). Each call below must still time out."""
@@ -669,7 +680,14 @@ def test_call_timeout_fires_on_uvloop() -> None:
     async def scenario() -> list[str]:
         # Not a whole number of milliseconds: uvloop rounds the delay to 50 ms.
         app = create_app(
-            load_settings(port=0, ping_interval=0, strict_outgoing=True, call_timeout=0.0504)
+            load_settings(
+                port=0,
+                ping_interval=0,
+                strict_outgoing=True,
+                call_timeout=0.0504,
+                database_url=f"sqlite:///{tmp_path}/kilowatt.db",
+                boot_policy="accept-all",
+            )
         )
         await app.start()
         outcomes: list[str] = []

@@ -1,0 +1,49 @@
+"""Only an accepted charge point is served; every message counts as a sign of life.
+
+OCPP 1.6 §4.2.1: until its BootNotification is Accepted, a charge point has no
+business sending anything else. A charge point the Central System has not accepted
+(unknown, Pending or Rejected) gets ``SecurityError`` for anything but
+BootNotification, so nothing is recorded for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kilowatt.protocol.errors import SecurityCallError
+from kilowatt.protocol.router import CallContext, Handler
+
+__all__ = ["require_acceptance"]
+
+ALWAYS_ALLOWED = frozenset({"BootNotification"})
+
+
+def require_acceptance(
+    routes: Mapping[str, Handler],
+    *,
+    is_accepted: Callable[[str], bool],
+    seen: Callable[[str], None],
+) -> dict[str, Handler]:
+    def guard(action: str, handler: Handler) -> Handler:
+        if action in ALWAYS_ALLOWED:
+
+            async def allowed(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+                seen(ctx.charge_point_id)
+                return await handler(ctx, payload)
+
+            return allowed
+
+        async def guarded(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+            charge_point_id = ctx.charge_point_id
+            if not is_accepted(charge_point_id):
+                raise SecurityCallError(
+                    "the charge point is not accepted by the Central System; "
+                    "send BootNotification (an operator may have to accept it first)"
+                )
+            seen(charge_point_id)
+            return await handler(ctx, payload)
+
+        return guarded
+
+    return {action: guard(action, handler) for action, handler in routes.items()}

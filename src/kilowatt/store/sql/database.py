@@ -1,0 +1,277 @@
+"""Running units of work on SQLite or PostgreSQL, with group commit.
+
+Writes: every :meth:`SqlStore.write` joins the current *group*; one group runs in one
+database transaction and each unit of work's caller is answered after that
+transaction commits. While a group is being committed the next one fills up, so
+under load many charge points' messages share one commit (and one fsync), and with
+no load a write commits at once — no timer, no added latency. If a group fails, it
+is rolled back and its units run again one by one, so one bad unit of work fails
+alone.
+
+* SQLite (embedded default): the standard ``sqlite3`` driver on a dedicated writer
+  thread (SQLite has one writer at a time anyway) and a small pool of reader
+  threads; WAL mode, so readers never wait for the writer.
+* PostgreSQL (``postgresql+asyncpg://``): SQLAlchemy's asyncio engine; the same
+  synchronous unit-of-work code runs through ``run_sync`` on an asyncpg connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from kilowatt.store.base import Repositories
+from kilowatt.store.sql.repositories import SqlRepositories
+
+__all__ = ["DatabaseUrlError", "SqlStore", "normalize_url", "open_store"]
+
+log = logging.getLogger("kilowatt.store")
+
+T = TypeVar("T")
+Work = Callable[[Repositories], Any]
+
+MAX_GROUP = 512
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL names an engine Kilowatt does not run on."""
+
+
+def normalize_url(url: str) -> URL:
+    """Map the URL forms users write onto the drivers Kilowatt uses."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise DatabaseUrlError(
+        f"unsupported database {backend!r}: use sqlite:///FILE or postgresql+asyncpg://USER:PASS@HOST/DB"
+    )
+
+
+class _Group:
+    __slots__ = ("futures", "works")
+
+    def __init__(self) -> None:
+        self.works: list[Work] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+
+class SqlStore:
+    """A :class:`kilowatt.store.base.Store` on SQLAlchemy (see the module docstring)."""
+
+    def __init__(self, url: URL, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.dialect = url.get_backend_name()
+        self._pending: _Group | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._sync_engine: Engine | None = None
+        self._read_engine: Engine | None = None
+        self._async_engine: AsyncEngine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._writer_connection: Connection | None = None
+        self.commits = 0
+        self.units = 0
+        if self.dialect == "sqlite":
+            self._sync_engine = _sqlite_engine(url, sqlite_synchronous, writer=True)
+            self._read_engine = _sqlite_engine(url, sqlite_synchronous, writer=False)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="kilowatt-db-writer")
+            self._readers = ThreadPoolExecutor(2, thread_name_prefix="kilowatt-db-reader")
+        else:
+            self._async_engine = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=False
+            )
+
+    # ---------------------------------------------------------------- writes
+
+    async def write(self, work: Callable[[Repositories], T]) -> T:
+        loop = asyncio.get_running_loop()
+        group = self._pending
+        if group is None:
+            group = self._pending = _Group()
+        future: asyncio.Future[T] = loop.create_future()
+        group.works.append(work)
+        group.futures.append(future)
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending is not None:
+                group = self._pending
+                if len(group.works) > MAX_GROUP:
+                    current = _Group()
+                    current.works = group.works[:MAX_GROUP]
+                    current.futures = group.futures[:MAX_GROUP]
+                    del group.works[:MAX_GROUP]
+                    del group.futures[:MAX_GROUP]
+                else:
+                    current = group
+                    self._pending = None
+                await self._commit_group(current)
+        finally:
+            self._flusher = None
+
+    async def _commit_group(self, group: _Group) -> None:
+        try:
+            results = await self._run_write(group.works)
+        except Exception as exc:
+            if len(group.works) == 1:
+                _settle(group.futures[0], error=exc)
+                return
+            log.warning(
+                "group commit failed; retrying its units one by one",
+                extra={"units": len(group.works), "reason": repr(exc)},
+            )
+            for work, future in zip(group.works, group.futures, strict=True):
+                try:
+                    (result,) = await self._run_write([work])
+                except Exception as single:
+                    _settle(future, error=single)
+                else:
+                    self.commits += 1
+                    self.units += 1
+                    _settle(future, result=result)
+            return
+        self.commits += 1
+        self.units += len(results)
+        for future, result in zip(group.futures, results, strict=True):
+            _settle(future, result=result)
+
+    async def _run_write(self, works: list[Work]) -> list[Any]:
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._writer, self._sqlite_write, works)
+        assert self._async_engine is not None
+        async with self._async_engine.begin() as connection:
+            return await connection.run_sync(_run_all, works)
+
+    def _sqlite_write(self, works: list[Work]) -> list[Any]:
+        assert self._sync_engine is not None
+        if self._writer_connection is None:
+            self._writer_connection = self._sync_engine.connect()
+        connection = self._writer_connection
+        try:
+            with connection.begin():
+                return _run_all(connection, works)
+        except Exception:
+            if connection.invalidated or connection.closed:
+                self._writer_connection = None
+            raise
+
+    # ----------------------------------------------------------------- reads
+
+    async def read(self, work: Callable[[Repositories], T]) -> T:
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._readers, self._sqlite_read, work)
+        assert self._async_engine is not None
+        async with self._async_engine.connect() as connection:
+            result: T = await connection.run_sync(lambda c: work(SqlRepositories(c)))
+            await connection.rollback()
+            return result
+
+    def _sqlite_read(self, work: Callable[[Repositories], T]) -> T:
+        assert self._read_engine is not None
+        with self._read_engine.connect() as connection, connection.begin():
+            return work(SqlRepositories(connection))
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def run_sync_admin(self, function: Callable[[Connection], T]) -> T:
+        """Run ``function`` on a connection in its own transaction (migrations, tools)."""
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+
+            def run() -> T:
+                assert self._sync_engine is not None
+                with self._sync_engine.begin() as connection:
+                    return function(connection)
+
+            return await loop.run_in_executor(self._writer, run)
+        assert self._async_engine is not None
+        async with self._async_engine.begin() as connection:
+            return await connection.run_sync(function)
+
+    async def close(self) -> None:
+        """Commit what is queued, then release connections and threads."""
+        flusher = self._flusher
+        if flusher is not None:
+            await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+
+            def dispose() -> None:
+                if self._writer_connection is not None:
+                    self._writer_connection.close()
+                    self._writer_connection = None
+                assert self._sync_engine is not None and self._read_engine is not None
+                self._sync_engine.dispose()
+                self._read_engine.dispose()
+
+            await loop.run_in_executor(self._writer, dispose)
+            assert self._writer is not None and self._readers is not None
+            self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the waiter was cancelled; the work is committed all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _run_all(connection: Connection, works: list[Work]) -> list[Any]:
+    repositories = SqlRepositories(connection)
+    return [work(repositories) for work in works]
+
+
+def _sqlite_engine(url: URL, synchronous: str, *, writer: bool) -> Engine:
+    if (url.database or ":memory:") == ":memory:":
+        raise DatabaseUrlError(
+            "an in-memory SQLite database cannot be shared by the writer and the readers: "
+            "use a file, e.g. sqlite:///kilowatt.db"
+        )
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions break
+        # SAVEPOINT), then set the durability and concurrency pragmas.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # The writer takes the write lock up front (IMMEDIATE): a deferred
+        # transaction that turns into a write can fail with SQLITE_BUSY instead of
+        # waiting its turn. Readers take a snapshot and never block the writer.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def open_store(url: str, *, sqlite_synchronous: str = "FULL") -> SqlStore:
+    return SqlStore(normalize_url(url), sqlite_synchronous=sqlite_synchronous)
