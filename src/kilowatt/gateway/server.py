@@ -272,8 +272,14 @@ class Gateway:
             strict=config.strict_outgoing,
             observer=self._observer,
         )
-        previous = self.registry.register(connection)
         remote = _remote(ws)
+        if self._hooks is not None:
+            # Recorded before the connection is visible, so whoever sees it connected
+            # (the API, a test) also finds its state in the database.
+            await self._hooks.connected(
+                charge_point_id, remote_address=remote, security_profile=accepted.security_profile
+            )
+        previous = self.registry.register(connection)
         if previous is not None:
             log.info(
                 "replacing the previous connection",
@@ -294,10 +300,6 @@ class Gateway:
                 "security_profile": accepted.security_profile,
             },
         )
-        if self._hooks is not None:
-            await self._hooks.connected(
-                charge_point_id, remote_address=remote, security_profile=accepted.security_profile
-            )
         try:
             await connection.run()
         except TransportClosed:

@@ -183,8 +183,12 @@ class SqlStore:
 
     def _sqlite_read(self, work: Callable[[Repositories], T]) -> T:
         assert self._read_engine is not None
-        with self._read_engine.connect() as connection, connection.begin():
-            return work(SqlRepositories(connection))
+        with self._read_engine.connect() as connection:
+            connection.begin()
+            try:
+                return work(SqlRepositories(connection))
+            finally:
+                connection.rollback()
 
     # ------------------------------------------------------------- lifecycle
 

@@ -576,8 +576,13 @@ class SqlMeterValues:
             }
             for s in samples
         ]
-        result = self._c.execute(_insert_ignoring_duplicates(self._c, t.meter_values), rows)
-        return max(int(result.rowcount), 0)
+        # RETURNING counts what was new on every driver (asyncpg reports no rowcount
+        # for executemany).
+        result = self._c.execute(
+            _insert_ignoring_duplicates(self._c, t.meter_values).returning(t.meter_values.c.id),
+            rows,
+        )
+        return len(result.all())
 
     def list_for_transaction(self, transaction_id: int) -> list[MeterSample]:
         rows = self._c.execute(

@@ -165,7 +165,7 @@ transactions = Table(
     Column("state", String(16), nullable=False),
     Column("meter_stop", BigInteger),
     Column("stopped_at", UTCDateTime),
-    Column("stop_reason", String(40)),
+    Column("stop_reason", String(100)),
     Column("stop_id_tag", ID_TAG),
     Column("energy_wh", BigInteger),
     Column("flags", JSON, nullable=False, default=list),

@@ -153,7 +153,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("meter_stop", sa.BigInteger(), nullable=True),
         sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("stop_reason", sa.String(length=40), nullable=True),
+        sa.Column("stop_reason", sa.String(length=100), nullable=True),
         sa.Column("stop_id_tag", sa.String(length=20), nullable=True),
         sa.Column("energy_wh", sa.BigInteger(), nullable=True),
         sa.Column("flags", sa.JSON(), nullable=False),
@@ -199,7 +199,7 @@ def upgrade() -> None:
             "transaction_id",
             "timestamp",
             "meter_stop",
-            name=op.f("uq_unknown_stops_charge_point_id_transaction_id_timestamp_meter_stop"),
+            name="uq_unknown_stops_stop",
         ),
     )
     op.create_table(
