@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from kilowatt.gateway.auth import (
@@ -32,13 +34,15 @@ from kilowatt.gateway.auth import (
     select_subprotocol,
 )
 from kilowatt.gateway.connection import ChargePointConnection, ConnectionObserver
+from kilowatt.gateway.front import FrontProtocol, NotFoundProtocol
 from kilowatt.gateway.registry import ConnectionRegistry
 from kilowatt.protocol.router import Handler
 from kilowatt.protocol.session import ProtocolSpec, Session
 
-__all__ = ["ConnectionHooks", "Gateway", "GatewayConfig", "TransportClosed"]
+__all__ = ["ConnectionHooks", "Gateway", "GatewayConfig", "HttpServer", "TransportClosed"]
 
 log = logging.getLogger("kilowatt.gateway")
+ws_log = logging.getLogger("websockets.server")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -60,6 +64,9 @@ class GatewayConfig:
     bad_frame_limit: int = 20
     strict_outgoing: bool = False
     shutdown_timeout: float = 10.0
+    open_timeout: float = 10.0
+    close_timeout: float = 10.0
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,14 @@ class ConnectionHooks(Protocol):
     ) -> None: ...
 
     async def disconnected(self, charge_point_id: str) -> None: ...
+
+
+class HttpServer(Protocol):
+    """The HTTP side of the port (the operator API): connections handed over by the front."""
+
+    def protocol_factory(self) -> asyncio.Protocol: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class TransportClosed(Exception):
@@ -124,6 +139,7 @@ class Gateway:
         *,
         hooks: ConnectionHooks | None = None,
         observer: ConnectionObserver | None = None,
+        http: HttpServer | None = None,
     ) -> None:
         self.config = config
         self._spec = spec
@@ -137,42 +153,108 @@ class Gateway:
             weakref.WeakKeyDictionary()
         )
         self._background: set[asyncio.Task[None]] = set()
+        self._http = http
         self._server: Server | None = None
+        self._listener: asyncio.Server | None = None
         self._closing = False
 
     # ----------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         config = self.config
-        self._server = await serve(
-            self._handle,
+        loop = asyncio.get_running_loop()
+        # The websockets server object keeps the WebSocket connections and their
+        # handler tasks; the listening socket is ours, shared with the HTTP side.
+        listener: asyncio.Server | None = None
+
+        async def adopt_listener() -> asyncio.Server:
+            assert listener is not None
+            return listener
+
+        self._server = Server(adopt_listener, self._protocol_handler, logger=ws_log)
+        http = self._http
+        http_factory = http.protocol_factory if http is not None else NotFoundProtocol
+        prefix = config.path_prefix
+
+        def front() -> FrontProtocol:
+            return FrontProtocol(self._ocpp_protocol, http_factory, prefix)
+
+        extra: dict[str, Any] = {}
+        if config.ssl_context is not None:
+            extra["ssl_handshake_timeout"] = config.open_timeout
+        listener = self._listener = await loop.create_server(
+            front,
             config.host,
             config.port,
-            process_request=self._process_request,
-            select_subprotocol=self._select_subprotocol,
             ssl=config.ssl_context,
-            compression=None,
-            ping_interval=config.ping_interval or None,
-            ping_timeout=config.ping_timeout,
-            max_size=config.max_message_size,
-            server_header="Kilowatt",
+            reuse_port=config.reuse_port or None,
+            backlog=2048,
+            **extra,
         )
+        await self._server  # adopts the listener
+
+    def _ocpp_protocol(self) -> ServerConnection:
+        config = self.config
+        assert self._server is not None
+
+        def select(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
+            return self._select_subprotocol(connection, offered)
+
+        protocol = ServerProtocol(
+            select_subprotocol=select,
+            max_size=config.max_message_size,
+            logger=ws_log,
+        )
+        connection = ServerConnection(
+            protocol,
+            self._server,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            close_timeout=config.close_timeout,
+        )
+        return connection
+
+    async def _protocol_handler(self, connection: ServerConnection) -> None:
+        """The life of one WebSocket connection: handshake, then :meth:`_handle`."""
+        server = self._server
+        assert server is not None
+        try:
+            async with asyncio.timeout(self.config.open_timeout):
+                await connection.handshake(self._process_request, None, "Kilowatt")
+            if connection.protocol.state is not State.OPEN:
+                connection.transport.abort()
+                return
+            server.all_connections.add(connection)
+            connection.start_keepalive()
+            try:
+                async with connection:
+                    await self._handle(connection)
+            except Exception:
+                log.exception("connection handler failed")
+            finally:
+                server.all_connections.discard(connection)
+        except Exception:
+            # A handshake that timed out or failed: never leak the socket.
+            connection.transport.abort()
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                server.handler_tasks.discard(task)
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        assert self._server is not None, "start() first"
-        for sock in self._server.sockets:
+        assert self._listener is not None, "start() first"
+        for sock in self._listener.sockets:
             return int(sock.getsockname()[1])
         raise RuntimeError("the server has no listening socket")
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight handlers finish, close sockets with 1001."""
-        if self._server is None:
+        if self._server is None or self._listener is None:
             return
         self._closing = True
-        # Stop accepting only (websockets' own close() acts once, and closes sockets).
-        self._server.server.close()
+        self._listener.close()
         connections = list(self.registry)
         if connections:
             waits = [asyncio.ensure_future(c.wait_idle()) for c in connections]
@@ -183,10 +265,13 @@ class Gateway:
                 log.warning(
                     "shutdown: handlers still running were abandoned", extra={"count": len(late)}
                 )
+        if self._http is not None:
+            await self._http.shutdown()
         # websockets closes every remaining connection with 1001 (going away).
         self._server.close(close_connections=True)
         await self._server.wait_closed()
         self._server = None
+        self._listener = None
 
     # ------------------------------------------------------------ upgrade
 
