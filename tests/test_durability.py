@@ -83,7 +83,9 @@ def server(database_url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
 
 @dataclass
 class Acknowledged:
-    starts: dict[int, tuple[str, int, int]] = field(default_factory=dict)  # id → cp, meter, connector
+    starts: dict[int, tuple[str, int, int]] = field(
+        default_factory=dict
+    )  # id → cp, meter, connector
     stops: dict[int, int] = field(default_factory=dict)  # id → meterStop
     samples: set[tuple[str, int, str]] = field(default_factory=set)  # cp, transaction, value
 

@@ -8,6 +8,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
+from kilowatt.api.app import create_api
+from kilowatt.api.deps import ApiContext
+from kilowatt.api.http import AsgiHttpServer
+from kilowatt.bus.local import LocalCommandBus
 from kilowatt.clock import Clock, SystemClock
 from kilowatt.config import Settings
 from kilowatt.gateway.auth import ChargePointCredentials, CredentialStore
@@ -17,10 +21,12 @@ from kilowatt.gateway.tls import build_server_ssl_context
 from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
 from kilowatt.ocpp16.handlers.registration import require_acceptance
-from kilowatt.ocpp16.routes import SUBPROTOCOL, protocol_spec
+from kilowatt.ocpp16.routes import CENTRAL_TO_CHARGE_POINT, SUBPROTOCOL, protocol_spec
 from kilowatt.protocol.router import Router
+from kilowatt.services.api_tokens import ApiTokenService
 from kilowatt.services.authorization import AuthorizationService
 from kilowatt.services.charge_points import BootPolicy, ChargePointService
+from kilowatt.services.commands import CommandService
 from kilowatt.services.data_transfer import DataTransferRegistry
 from kilowatt.services.transactions import TransactionService
 from kilowatt.store.sql.database import SqlStore, open_store
@@ -43,6 +49,7 @@ class Services:
     authorization: AuthorizationService
     transactions: TransactionService
     data_transfer: DataTransferRegistry
+    tokens: ApiTokenService
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
@@ -63,6 +70,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         authorization=AuthorizationService(store, clock),
         transactions=TransactionService(store, clock),
         data_transfer=data_transfer,
+        tokens=ApiTokenService(store, clock),
     )
 
 
@@ -102,6 +110,9 @@ class Application:
     router: Router
     registry: ConnectionRegistry
     gateway: Gateway
+    commands: CommandService
+    http: AsgiHttpServer | None = None
+    _api_listener: asyncio.Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
 
@@ -110,6 +121,10 @@ class Application:
         await prepare_database(self.services, migrate=self.services.store.dialect == "sqlite")
         await self.services.charge_points.reset_connection_state()
         await self.gateway.start()
+        if self.http is not None and settings.api_port is not None:
+            self._api_listener = await asyncio.get_running_loop().create_server(
+                self.http.protocol_factory, settings.host, settings.api_port
+            )
         self._tasks.append(asyncio.get_running_loop().create_task(self._flush_seen()))
         scheme = "wss" if settings.tls_enabled else "ws"
         log.info(
@@ -141,6 +156,8 @@ class Application:
         if self._stopped:
             return
         self._stopped = True
+        if self._api_listener is not None:
+            self._api_listener.close()
         await self.gateway.stop()
         for task in self._tasks:
             task.cancel()
@@ -184,6 +201,15 @@ def create_app(
     services = build_services(settings, clock=clock)
     router = build_router(services, settings)
     registry = ConnectionRegistry()
+    spec = protocol_spec()
+    commands = CommandService(
+        services.store,
+        LocalCommandBus(registry),
+        spec.validator,
+        frozenset(CENTRAL_TO_CHARGE_POINT),
+        default_timeout=settings.call_timeout,
+    )
+    http = _api_server(settings, services, commands) if settings.api_enabled else None
     certificates = [
         (str(cert), str(key))
         for cert, key in (
@@ -219,12 +245,33 @@ def create_app(
             strict_outgoing=settings.strict_outgoing,
             shutdown_timeout=settings.shutdown_timeout,
         ),
-        protocol_spec(),
+        spec,
         router,
         credentials if credentials is not None else _StoredCredentials(services),
         registry,
         hooks=services.charge_points,
+        http=http if settings.api_port is None else None,
     )
     return Application(
-        settings=settings, services=services, router=router, registry=registry, gateway=gateway
+        settings=settings,
+        services=services,
+        router=router,
+        registry=registry,
+        gateway=gateway,
+        commands=commands,
+        http=http,
     )
+
+
+def _api_server(settings: Settings, services: Services, commands: CommandService) -> AsgiHttpServer:
+    context = ApiContext(
+        settings=settings,
+        store=services.store,
+        charge_points=services.charge_points,
+        authorization=services.authorization,
+        transactions=services.transactions,
+        commands=commands,
+        tokens=services.tokens,
+        extras={},
+    )
+    return AsgiHttpServer(create_api(context), log_level=settings.log_level)

@@ -1,4 +1,11 @@
-"""The ``kilowatt`` command line."""
+"""The ``kilowatt`` command line.
+
+``kilowatt serve`` runs the Central System; the management commands (``db``,
+``charge-point``, ``id-tag``, ``transactions``) work on the database it uses: the
+same settings (``--config``, ``KILOWATT_*``, ``--database-url``), so that in the
+directory ``kilowatt serve`` runs in they need no option at all. They live in the
+``kilowatt.cli_*`` modules.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kilowatt import __version__
+from kilowatt.cli_charge_points import add_charge_point_commands
+from kilowatt.cli_common import EXIT_USAGE, run_command
+from kilowatt.cli_db import add_db_commands
+from kilowatt.cli_id_tags import add_id_tag_commands
+from kilowatt.cli_transactions import add_transaction_commands
 from kilowatt.config import ConfigError, Settings, load_settings
 from kilowatt.logs import configure_logging
 
@@ -39,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
+    add_db_commands(commands)
+    add_charge_point_commands(commands)
+    add_id_tag_commands(commands)
+    add_transaction_commands(commands)
     return parser
 
 
@@ -72,10 +88,13 @@ def _run(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2), --help or --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     if args.command == "serve":
         try:
             settings = load_settings(
@@ -95,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         return 0
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return run_command(args, handler)
     parser.error(f"unknown command {args.command}")
     return 2  # pragma: no cover
 

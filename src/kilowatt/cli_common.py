@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeAlias
 
 from alembic.util import CommandError as AlembicCommandError
 from rich import box
@@ -46,17 +46,28 @@ __all__ = [
     "Context",
     "Handler",
     "Output",
+    "Subcommands",
+    "add_command",
     "add_store_options",
+    "cell",
+    "charge_point_id_argument",
     "check_id_tag",
+    "confirm",
     "generate_password",
+    "id_tag_argument",
+    "id_tag_status_argument",
     "iso_datetime",
     "json_datetime",
+    "parse_id_tag_status",
+    "positive_int",
     "run_command",
     "show_datetime",
+    "stdin_is_terminal",
 ]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 # OCPP 1.6 idToken: CiString20Type.
 ID_TAG_MAX_LENGTH = 20
@@ -109,7 +120,7 @@ class Output:
         else:
             table = Table(box=None, show_header=header, header_style="", pad_edge=False)
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", min_width=len(column))
         return table
 
     def table(self, table: Table) -> None:
@@ -177,6 +188,31 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "(default: KILOWATT_DATABASE_URL, the configuration file, else "
         "sqlite:///kilowatt.db in the working directory)",
     )
+
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_command(
+    actions: Subcommands,
+    name: str,
+    handler: Handler,
+    *,
+    help: str,
+    description: str | None = None,
+    json_output: bool = False,
+) -> argparse.ArgumentParser:
+    """A subcommand with the store options (and ``--json`` for list/show commands)."""
+    parser: argparse.ArgumentParser = actions.add_parser(
+        name, help=help, description=description or help[:1].upper() + help[1:] + "."
+    )
+    add_store_options(parser)
+    if json_output:
+        parser.add_argument(
+            "--json", action="store_true", help="print JSON (for scripts) instead of a table"
+        )
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def iso_datetime(text: str) -> datetime:
@@ -283,7 +319,7 @@ class Context:
         """The database URL, printable (password hidden)."""
         if self._services is not None:
             return self._services.store.url.render_as_string(hide_password=True)
-        return self.settings.database_url
+        return _safe_url(self.settings.database_url)
 
     async def services(self, *, prepare: bool = True) -> Services:
         """Open the store on first use.
@@ -334,13 +370,22 @@ def run_command(args: argparse.Namespace, handler: Handler) -> int:
             "Kilowatt? Use that version, or another database (--database-url)."
         )
         return EXIT_ERROR
+    except ArgumentError as exc:
+        out.error(
+            f"invalid database URL: {exc}; use sqlite:///FILE or "
+            "postgresql+asyncpg://USER:PASSWORD@HOST/DB (--database-url or KILOWATT_DATABASE_URL)"
+        )
+        return EXIT_USAGE
     except (SQLAlchemyError, OSError) as exc:
         out.error(
-            f"database error on {_safe_url(settings.database_url)}: {_reason(exc)}. Check that "
+            f"database error on {context.database}: {_reason(exc)}. Check that "
             "the database server runs and that the URL (--database-url, KILOWATT_DATABASE_URL "
             "or database_url in the configuration file) is right."
         )
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -376,4 +421,3 @@ def confirm(out: Output, question: str) -> bool:
 
 def stdin_is_terminal() -> bool:
     return _isatty(sys.stdin)
-

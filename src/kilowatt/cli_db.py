@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from kilowatt.cli_common import Context
+from kilowatt.cli_common import Context, Subcommands, add_command
 from kilowatt.store.sql.database import normalize_url
 from kilowatt.store.sql.migrate import current_revision, head_revision, upgrade
 
 __all__ = ["add_db_commands"]
 
 
-def add_db_commands(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    parents: Callable[..., list[argparse.ArgumentParser]],
-) -> None:
+def add_db_commands(commands: Subcommands) -> None:
     db = commands.add_parser(
         "db",
         help="database schema: upgrade, current revision",
@@ -25,21 +20,20 @@ def add_db_commands(
         "Kilowatt, before `kilowatt serve`.",
     )
     actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
-    up = actions.add_parser(
+    add_command(
+        actions,
         "upgrade",
-        parents=parents(),
+        db_upgrade,
         help="migrate the schema to the newest revision",
         description="Migrate the database schema to the newest revision (creates it in "
         "an empty database) and print the revision before and after.",
     )
-    up.set_defaults(handler=db_upgrade)
-    current = actions.add_parser(
+    add_command(
+        actions,
         "current",
-        parents=parents(),
-        help="show the schema revision",
-        description="Show the schema revision of the database and the newest one.",
+        db_current,
+        help="show the schema revision of the database and the newest one",
     )
-    current.set_defaults(handler=db_current)
 
 
 def _revision(revision: str | None) -> str:

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
         "the process only, faster.",
     )
 
+    # Operator API
+    api_enabled: bool = Field(True, description="Serve the REST API (/api/v1, docs at /api/docs).")
+    api_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve the API on this port instead of the OCPP port (same host).",
+    )
+
     # OCPP
     boot_policy: Literal["reject-unknown", "pending-unknown", "accept-all"] = Field(
         "reject-unknown",

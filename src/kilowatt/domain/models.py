@@ -8,6 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 __all__ = [
+    "ApiToken",
     "AuthorizationStatus",
     "BootInfo",
     "ChargePoint",
@@ -192,3 +193,14 @@ class UnknownStop:
     timestamp: datetime
     reason: str | None
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token of the operator API (the secret itself is never stored)."""
+
+    id: int
+    name: str
+    role: str  # "admin" | "read"
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None

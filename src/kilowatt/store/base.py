@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from kilowatt.domain.models import (
+    ApiToken,
     BootInfo,
     ChargePoint,
     Connector,
@@ -28,6 +29,7 @@ from kilowatt.domain.models import (
 
 __all__ = [
     "AlreadyExists",
+    "ApiTokenRepository",
     "ChargePointRepository",
     "IdTagRepository",
     "MeterValueRepository",
@@ -167,6 +169,16 @@ class MeterValueRepository(Protocol):
     ) -> list[MeterSample]: ...
 
 
+class ApiTokenRepository(Protocol):
+    def add(self, name: str, token_hash: str, role: str, now: datetime) -> ApiToken: ...
+
+    def get_by_hash(self, token_hash: str) -> ApiToken | None: ...
+
+    def list_api_tokens(self) -> list[ApiToken]: ...
+
+    def revoke(self, name: str, now: datetime) -> bool: ...
+
+
 class Repositories(Protocol):
     """What a unit of work sees: one repository per aggregate, one transaction."""
 
@@ -181,6 +193,9 @@ class Repositories(Protocol):
 
     @property
     def meter_values(self) -> MeterValueRepository: ...
+
+    @property
+    def api_tokens(self) -> ApiTokenRepository: ...
 
 
 class Store(Protocol):

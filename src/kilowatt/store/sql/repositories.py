@@ -31,6 +31,7 @@ from kilowatt.domain.models import (
 )
 from kilowatt.store.base import AlreadyExists
 from kilowatt.store.sql import tables as t
+from kilowatt.store.sql.api_tokens import SqlApiTokens
 
 __all__ = ["SqlRepositories"]
 
@@ -605,9 +606,10 @@ class SqlMeterValues:
 class SqlRepositories:
     """All repositories over one connection (one unit of work)."""
 
-    __slots__ = ("charge_points", "id_tags", "meter_values", "transactions")
+    __slots__ = ("api_tokens", "charge_points", "id_tags", "meter_values", "transactions")
 
     def __init__(self, connection: Connection) -> None:
+        self.api_tokens = SqlApiTokens(connection)
         self.charge_points = SqlChargePoints(connection)
         self.id_tags = SqlIdTags(connection)
         self.transactions = SqlTransactions(connection)

@@ -1,0 +1,40 @@
+"""The operator API: ``create_api(context)`` builds the FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from kilowatt import __version__
+from kilowatt.api.deps import ApiContext
+from kilowatt.api.errors import install_error_handlers
+from kilowatt.api.routes import calls, charge_points, health
+
+__all__ = ["create_api"]
+
+DESCRIPTION = """\
+Operate a Kilowatt Central System: charge points, id tags, transactions, and remote
+control of charge points with every OCPP 1.6 CS→CP action.
+
+Every `/api/v1` route needs `Authorization: Bearer <token>`; create tokens with
+`kilowatt api-token create NAME [--role admin|read]`. Read-only tokens may only GET.
+Errors always have the shape `{"error": {"code": "...", "message": "...", "details": {}}}`.
+"""
+
+
+def create_api(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Kilowatt",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.kilowatt = context
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(charge_points.router)
+    app.include_router(calls.router)
+    for router in context.extras.get("routers", ()):
+        app.include_router(router)
+    return app

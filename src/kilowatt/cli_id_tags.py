@@ -1,0 +1,495 @@
+"""``kilowatt id-tag``: the id tags (RFID cards, tokens) that may charge."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.text import Text
+
+from kilowatt.cli_common import (
+    CommandError,
+    Context,
+    Subcommands,
+    add_command,
+    cell,
+    check_id_tag,
+    id_tag_argument,
+    id_tag_status_argument,
+    iso_datetime,
+    json_datetime,
+    parse_id_tag_status,
+    positive_int,
+)
+from kilowatt.domain.models import AuthorizationStatus, IdTag
+from kilowatt.domain.timestamps import parse_timestamp
+from kilowatt.services.authorization import AuthorizationService
+from kilowatt.store.base import AlreadyExists
+
+__all__ = ["CSV_COLUMNS", "add_id_tag_commands", "parse_id_tag_csv"]
+
+CSV_COLUMNS = (
+    "id_tag",
+    "status",
+    "expiry_date",
+    "parent_id_tag",
+    "owner",
+    "note",
+    "max_concurrent_transactions",
+)
+OWNER_MAX_LENGTH = 200  # the id_tags.owner column
+PAGE = 1000
+_STATUS_STYLES = {
+    AuthorizationStatus.ACCEPTED: "green",
+    AuthorizationStatus.BLOCKED: "red",
+    AuthorizationStatus.EXPIRED: "yellow",
+    AuthorizationStatus.INVALID: "red",
+}
+
+
+def add_id_tag_commands(commands: Subcommands) -> None:
+    group = commands.add_parser(
+        "id-tag",
+        help="the id tags (RFID cards, tokens) that may charge",
+        description="Manage the id tags the Central System authorizes.",
+    )
+    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = add_command(actions, "add", id_tag_add, help="add an id tag")
+    add.add_argument("tag", metavar="TAG", type=id_tag_argument, help="the idTag (1-20 chars)")
+    add.add_argument(
+        "--expires",
+        metavar="ISO8601",
+        type=iso_datetime,
+        help="expiry date-time, e.g. 2026-12-31T23:59:59Z (UTC when no zone is given)",
+    )
+    add.add_argument("--parent", metavar="TAG", type=id_tag_argument, help="parent idTag (a group)")
+    add.add_argument("--owner", metavar="TEXT", help="who holds it")
+    add.add_argument("--note", metavar="TEXT", help="free text")
+    add.add_argument(
+        "--max-concurrent",
+        metavar="N",
+        type=positive_int,
+        default=1,
+        help="transactions it may have running at once (default 1)",
+    )
+    add.add_argument(
+        "--status",
+        metavar="Accepted|Blocked|Expired|Invalid",
+        type=id_tag_status_argument,
+        default=AuthorizationStatus.ACCEPTED,
+        help="default Accepted",
+    )
+
+    add_command(actions, "list", id_tag_list, help="list the id tags", json_output=True)
+    for name, handler, text in (
+        ("block", id_tag_block, "block an id tag (status Blocked)"),
+        ("unblock", id_tag_unblock, "unblock an id tag (status Accepted)"),
+        ("remove", id_tag_remove, "remove an id tag (its transactions are kept)"),
+    ):
+        parser = add_command(actions, name, handler, help=text)
+        parser.add_argument("tag", metavar="TAG")
+
+    columns = ",".join(CSV_COLUMNS)
+    load = add_command(
+        actions,
+        "import",
+        id_tag_import,
+        help="import id tags from a CSV file",
+        description=f"Import id tags from a CSV file (UTF-8) with the header line {columns}. "
+        "Only id_tag is required; empty cells take the defaults (status Accepted, no expiry, "
+        "max_concurrent_transactions 1). Every row is checked first: if any is bad, all bad "
+        "rows are reported and nothing is imported. The import is one database transaction.",
+    )
+    load.add_argument("file", metavar="FILE.csv", help="the CSV file; - reads standard input")
+    load.add_argument(
+        "--replace",
+        action="store_true",
+        help="update id tags that exist already (default: keep them unchanged)",
+    )
+    dump = add_command(
+        actions,
+        "export",
+        id_tag_export,
+        help="export the id tags as CSV",
+        description=f"Write every id tag as CSV with the header line {columns} "
+        "(the format `kilowatt id-tag import` reads).",
+    )
+    dump.add_argument(
+        "file", metavar="FILE", nargs="?", help="where to write (default: standard output)"
+    )
+
+
+def _command(*words: str) -> str:
+    return "`kilowatt " + " ".join(shlex.quote(word) for word in words) + "`"
+
+
+def _unknown(tag: str) -> CommandError:
+    return CommandError(
+        f"id tag {tag!r} is not known; add it with {_command('id-tag', 'add', tag)} "
+        f"(see the known ones with {_command('id-tag', 'list')})"
+    )
+
+
+async def _all_tags(authorization: AuthorizationService) -> list[IdTag]:
+    tags: list[IdTag] = []
+    while True:
+        page = await authorization.list_id_tags(limit=PAGE, offset=len(tags))
+        tags.extend(page)
+        if len(page) < PAGE:
+            return tags
+
+
+# -------------------------------------------------------------------- commands
+
+
+async def id_tag_add(context: Context) -> None:
+    args = context.args
+    tag = IdTag(
+        id_tag=args.tag,
+        status=args.status,
+        expiry_date=args.expires,
+        parent_id_tag=args.parent,
+        owner=args.owner,
+        note=args.note,
+        max_concurrent_transactions=args.max_concurrent,
+    )
+    if tag.owner is not None and len(tag.owner) > OWNER_MAX_LENGTH:
+        raise CommandError(f"--owner is longer than {OWNER_MAX_LENGTH} characters; shorten it")
+    services = await context.services()
+    try:
+        await services.authorization.add(tag)
+    except AlreadyExists:
+        raise CommandError(
+            f"id tag {tag.id_tag!r} exists already; remove it first with "
+            f"{_command('id-tag', 'remove', tag.id_tag)}, or change tags in bulk with "
+            f"{_command('id-tag', 'import', 'FILE.csv', '--replace')}"
+        ) from None
+    expiry = f", expires {json_datetime(tag.expiry_date)}" if tag.expiry_date else ""
+    context.out.line(f"id tag {tag.id_tag!r} added: {tag.status.value}{expiry}")
+    if tag.expiry_date is not None and tag.expiry_date <= services.clock.now():
+        context.out.warn(f"the expiry date is in the past: {tag.id_tag!r} is answered Expired")
+
+
+async def id_tag_list(context: Context) -> None:
+    services = await context.services()
+    tags = await _all_tags(services.authorization)
+    out = context.out
+    if context.args.json:
+        out.json([id_tag_json(tag) for tag in tags])
+        return
+    if not tags:
+        out.line(
+            f"No id tags yet; add one with {_command('id-tag', 'add', 'TAG')} or import "
+            f"a file with {_command('id-tag', 'import', 'FILE.csv')}."
+        )
+        return
+    now = services.clock.now()
+    table = out.new_table("ID tag", "Status", "Expires", "Parent", "Owner", "Max tx", "Note")
+    for tag in tags:
+        table.add_row(
+            cell(tag.id_tag, "bold"),
+            _status_cell(tag, now),
+            cell(tag.expiry_date),
+            cell(tag.parent_id_tag),
+            cell(tag.owner),
+            cell(tag.max_concurrent_transactions),
+            cell(tag.note),
+        )
+    out.table(table)
+
+
+async def _set_status(context: Context, status: AuthorizationStatus) -> None:
+    tag_id: str = context.args.tag
+    services = await context.services()
+    tag = await services.authorization.get(tag_id)
+    if tag is None:
+        raise _unknown(tag_id)
+    if tag.status is status:
+        context.out.line(f"id tag {tag_id!r} is {status.value} already")
+        return
+    await services.authorization.update(tag_id, status=status)
+    context.out.line(f"id tag {tag_id!r}: {status.value} (was {tag.status.value})")
+
+
+async def id_tag_block(context: Context) -> None:
+    await _set_status(context, AuthorizationStatus.BLOCKED)
+
+
+async def id_tag_unblock(context: Context) -> None:
+    await _set_status(context, AuthorizationStatus.ACCEPTED)
+
+
+async def id_tag_remove(context: Context) -> None:
+    tag_id: str = context.args.tag
+    services = await context.services()
+    if not await services.authorization.remove(tag_id):
+        raise _unknown(tag_id)
+    context.out.line(f"id tag {tag_id!r} removed (its transactions are kept)")
+
+
+async def id_tag_import(context: Context) -> None:
+    args = context.args
+    name: str = args.file
+    replace: bool = args.replace
+    # Check the whole file before the database is even opened.
+    tags, problems = _read_csv(name)
+    if problems:
+        raise CommandError(
+            f"nothing was imported from {name}; fix these problems and import it again:\n"
+            + "\n".join(f"  {problem}" for problem in problems)
+        )
+    if not tags:
+        context.out.line(f"{name} has no id tags (only a header line); nothing imported")
+        return
+    services = await context.services()
+    wanted = [tag.id_tag for tag in tags]
+    existing = await services.store.read(
+        lambda repos: sum(1 for tag_id in wanted if repos.id_tags.get(tag_id) is not None)
+    )
+    written = await services.authorization.add_many(tags, replace=replace)
+    if replace:
+        added, updated, skipped = len(tags) - existing, existing, 0
+    else:
+        added, updated, skipped = written, 0, len(tags) - written
+    summary = f"imported {name}: {added} added, {updated} updated"
+    if skipped:
+        summary += f", {skipped} skipped because they exist already (--replace updates them)"
+    context.out.line(summary)
+
+
+async def id_tag_export(context: Context) -> None:
+    target: str | None = context.args.file
+    services = await context.services()
+    tags = await _all_tags(services.authorization)
+    if target is None or target == "-":
+        _write_csv(context.out.stdout, tags)
+        return
+    _write_file(target, tags)
+    context.out.line(f"exported {len(tags)} id tags to {target}")
+
+
+# ------------------------------------------------------------------------ CSV
+
+
+def _write_file(name: str, tags: list[IdTag]) -> None:
+    try:
+        with Path(name).open("w", encoding="utf-8", newline="") as handle:
+            _write_csv(handle, tags)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot write {name}: {exc.strerror or exc}; choose another FILE"
+        ) from None
+
+
+def _read_csv(name: str) -> tuple[list[IdTag], list[str]]:
+    if name == "-":
+        return parse_id_tag_csv(sys.stdin)
+    try:
+        with Path(name).open(encoding="utf-8-sig", newline="") as handle:
+            return parse_id_tag_csv(handle)
+    except UnicodeDecodeError:
+        raise CommandError(
+            f'{name} is not UTF-8 text; save it as UTF-8 ("CSV UTF-8") and import it again'
+        ) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    line: int
+    cells: list[str]
+
+
+def _rows(stream: Iterable[str]) -> Iterable[_Row]:
+    reader = csv.reader(stream, strict=True)
+    line = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _CsvBroken(line, str(exc)) from None
+        if any(value.strip() for value in cells):
+            yield _Row(line, cells)
+        line = reader.line_num + 1
+
+
+class _CsvBroken(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+def parse_id_tag_csv(stream: TextIO) -> tuple[list[IdTag], list[str]]:
+    """Every id tag of a CSV file, and every problem found (``line N: ...``).
+
+    The tags are only usable when there is no problem.
+    """
+    problems: list[str] = []
+    tags: list[IdTag] = []
+    rows = iter(_rows(stream))
+    try:
+        header = next(rows, None)
+        if header is None:
+            return [], [
+                f"line 1: the file is empty; it needs the header line {','.join(CSV_COLUMNS)}"
+            ]
+        columns = [value.strip().lower() for value in header.cells]
+        header_problems = _check_header(columns)
+        if header_problems:
+            return [], [f"line {header.line}: {problem}" for problem in header_problems]
+        first_line: dict[str, int] = {}
+        for row in rows:
+            tag_id, tag, row_problems = _parse_row(columns, row)
+            if tag_id is not None:
+                seen = first_line.get(tag_id)
+                if seen is not None:
+                    row_problems.append(f"id tag {tag_id!r} is on line {seen} already")
+                else:
+                    first_line[tag_id] = row.line
+            if row_problems:
+                problems.append(f"line {row.line}: " + "; ".join(row_problems))
+            elif tag is not None:
+                tags.append(tag)
+    except _CsvBroken as exc:
+        problems.append(f"line {exc.line}: not valid CSV ({exc.reason}); nothing after it was read")
+    return tags, problems
+
+
+def _check_header(columns: list[str]) -> list[str]:
+    problems = []
+    known = ", ".join(CSV_COLUMNS)
+    for column in columns:
+        if column not in CSV_COLUMNS:
+            problems.append(f"unknown column {column!r} (the columns are {known})")
+    duplicates = sorted({column for column in columns if columns.count(column) > 1})
+    problems.extend(f"column {column!r} appears more than once" for column in duplicates)
+    if "id_tag" not in columns:
+        problems.append(
+            f"no id_tag column: the first line must be a header such as {','.join(CSV_COLUMNS)}"
+        )
+    return problems
+
+
+def _parse_row(columns: list[str], row: _Row) -> tuple[str | None, IdTag | None, list[str]]:
+    """The row's id tag (when it is a valid one), its IdTag (when all is valid), problems."""
+    problems: list[str] = []
+    if len(row.cells) > len(columns):
+        problems.append(f"{len(row.cells)} fields but the header has {len(columns)}")
+    values = {column: value.strip() for column, value in zip(columns, row.cells, strict=False)}
+    tag_id = values.get("id_tag", "")
+    problem = check_id_tag(tag_id)
+    if problem is not None:
+        problems.append(problem if tag_id else "id_tag is empty")
+
+    status = AuthorizationStatus.ACCEPTED
+    if values.get("status"):
+        parsed = parse_id_tag_status(values["status"])
+        if parsed is None:
+            problems.append(
+                f"status {values['status']!r} is not Accepted, Blocked, Expired or Invalid"
+            )
+        else:
+            status = parsed
+
+    expiry: datetime | None = None
+    if values.get("expiry_date"):
+        try:
+            expiry = parse_timestamp(values["expiry_date"])
+        except ValueError:
+            problems.append(
+                f"expiry_date {values['expiry_date']!r} is not an ISO 8601 date-time "
+                "(e.g. 2026-12-31T23:59:59Z)"
+            )
+
+    parent = values.get("parent_id_tag") or None
+    if parent is not None:
+        parent_problem = check_id_tag(parent)
+        if parent_problem is not None:
+            problems.append(f"parent_id_tag: {parent_problem}")
+
+    owner = values.get("owner") or None
+    if owner is not None and len(owner) > OWNER_MAX_LENGTH:
+        problems.append(f"owner is longer than {OWNER_MAX_LENGTH} characters")
+
+    maximum = 1
+    if values.get("max_concurrent_transactions"):
+        text = values["max_concurrent_transactions"]
+        try:
+            maximum = int(text)
+        except ValueError:
+            maximum = 0
+        if maximum < 1:
+            problems.append(
+                f"max_concurrent_transactions {text!r} is not a whole number of 1 or more"
+            )
+
+    valid_id = tag_id if problem is None else None
+    if problems:
+        return valid_id, None, problems
+    return (
+        valid_id,
+        IdTag(
+            id_tag=tag_id,
+            status=status,
+            expiry_date=expiry,
+            parent_id_tag=parent,
+            owner=owner,
+            note=values.get("note") or None,
+            max_concurrent_transactions=maximum,
+        ),
+        problems,
+    )
+
+
+def _write_csv(stream: TextIO, tags: Iterable[IdTag]) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for tag in tags:
+        writer.writerow(
+            (
+                tag.id_tag,
+                tag.status.value,
+                json_datetime(tag.expiry_date) or "",
+                tag.parent_id_tag or "",
+                tag.owner or "",
+                tag.note or "",
+                tag.max_concurrent_transactions,
+            )
+        )
+
+
+# ------------------------------------------------------------------- rendering
+
+
+def _status_cell(tag: IdTag, now: datetime) -> Text:
+    if (
+        tag.status is AuthorizationStatus.ACCEPTED
+        and tag.expiry_date is not None
+        and tag.expiry_date <= now
+    ):
+        return cell("Accepted (expired)", "yellow")
+    return cell(tag.status.value, _STATUS_STYLES.get(tag.status, ""))
+
+
+def id_tag_json(tag: IdTag) -> dict[str, Any]:
+    return {
+        "id_tag": tag.id_tag,
+        "status": tag.status.value,
+        "expiry_date": json_datetime(tag.expiry_date),
+        "parent_id_tag": tag.parent_id_tag,
+        "owner": tag.owner,
+        "note": tag.note,
+        "max_concurrent_transactions": tag.max_concurrent_transactions,
+        "created_at": json_datetime(tag.created_at),
+    }
