@@ -34,14 +34,16 @@ class SqlApiTokens:
     def add(self, name: str, token_hash: str, role: str, now: datetime) -> ApiToken:
         try:
             with self._c.begin_nested():
-                result = self._c.execute(
+                # Read the RETURNING row inside the savepoint: SQLite cannot release a
+                # savepoint while a statement still has rows to give.
+                token_id = self._c.execute(
                     insert(t.api_tokens)
                     .values(name=name, token_hash=token_hash, role=role, created_at=now)
                     .returning(t.api_tokens.c.id)
-                )
+                ).scalar_one()
         except IntegrityError:
             raise AlreadyExists(f"an API token named {name!r} exists already") from None
-        return ApiToken(id=int(result.scalar_one()), name=name, role=role, created_at=now)
+        return ApiToken(id=int(token_id), name=name, role=role, created_at=now)
 
     def get_by_hash(self, token_hash: str) -> ApiToken | None:
         row = self._c.execute(
