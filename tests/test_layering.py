@@ -35,7 +35,7 @@ def imports(path: Path) -> set[str]:
 
 
 def top(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".", maxsplit=1)[0]
 
 
 def ours(names: set[str]) -> set[str]:
