@@ -317,3 +317,13 @@ async def wait_for(
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def serving(directory: Path, **settings: Any) -> AsyncIterator[Server]:
+    """`start_server` from an async test (it blocks, so it runs in a thread); stopped on exit."""
+    server = await asyncio.to_thread(start_server, directory, **settings)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)

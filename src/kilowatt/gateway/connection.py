@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from time import perf_counter
 from typing import Any, Protocol
 
 from kilowatt.protocol.errors import (
@@ -31,7 +32,14 @@ from kilowatt.protocol.frames import Call
 from kilowatt.protocol.router import Handler
 from kilowatt.protocol.session import Dropped, Flooded, PendingCall, Rejected, Session, Settled
 
-__all__ = ["ChargePointConnection", "ConnectionObserver", "Transport"]
+__all__ = [
+    "ChargePointConnection",
+    "ConnectionMetrics",
+    "ConnectionObserver",
+    "FanOutObserver",
+    "Transport",
+    "combine_observers",
+]
 
 log = logging.getLogger("kilowatt.gateway")
 
@@ -61,6 +69,53 @@ class ConnectionObserver(Protocol):
     def frame_sent(self, charge_point_id: str, data: bytes) -> None: ...
 
 
+class FanOutObserver:
+    """Several observers behind one: each is told about every frame, in order."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: Iterable[ConnectionObserver]) -> None:
+        self._observers = tuple(observers)
+
+    def frame_received(self, charge_point_id: str, data: str | bytes) -> None:
+        for observer in self._observers:
+            observer.frame_received(charge_point_id, data)
+
+    def frame_sent(self, charge_point_id: str, data: bytes) -> None:
+        for observer in self._observers:
+            observer.frame_sent(charge_point_id, data)
+
+
+def combine_observers(*observers: ConnectionObserver | None) -> ConnectionObserver | None:
+    """One observer for the connections: None, the only one itself (no fan-out cost),
+    or a :class:`FanOutObserver` of several. ``None`` entries are left out."""
+    present = [observer for observer in observers if observer is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    return FanOutObserver(present)
+
+
+class ConnectionMetrics(Protocol):
+    """Per-call measurements (``kilowatt.metrics``), called on the hot path: keep cheap."""
+
+    def call_handled(self, charge_point_id: str, action: str, frame: bytes, seconds: float) -> None:
+        """An incoming CALL was answered with ``frame`` (CALLRESULT or CALLERROR)."""
+
+    def call_refused(self, charge_point_id: str, action: str | None, code: str) -> None:
+        """An incoming CALL was answered with a CALLERROR without reaching a handler."""
+
+    def command_sent(self, charge_point_id: str, action: str) -> None:
+        """We queued a CALL to the charge point."""
+
+    def command_settled(
+        self, charge_point_id: str, action: str, seconds: float, error: Exception | None
+    ) -> None:
+        """Our CALL ended: answered (``error`` None or CallErrorReceived/InvalidCallResult),
+        timed out (CallTimeout) or lost with the connection (NotConnected)."""
+
+
 class _Context:
     __slots__ = ("action", "charge_point_id", "connection", "unique_id")
 
@@ -83,6 +138,7 @@ class ChargePointConnection:
         *,
         strict: bool = False,
         observer: ConnectionObserver | None = None,
+        metrics: ConnectionMetrics | None = None,
     ) -> None:
         self.charge_point_id = charge_point_id
         self.transport = transport
@@ -90,6 +146,7 @@ class ChargePointConnection:
         self._routes = routes
         self._strict = strict
         self._observer = observer
+        self._metrics = metrics
         self._loop = asyncio.get_running_loop()
         self._incoming: deque[Call] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -124,6 +181,8 @@ class ChargePointConnection:
         elif kind is Settled:
             self._settle(event)
         elif kind is Rejected:
+            if self._metrics is not None:
+                self._metrics.call_refused(self.charge_point_id, event.action, event.error.code)
             log.info(
                 "call rejected",
                 extra={
@@ -155,6 +214,8 @@ class ChargePointConnection:
             error = GenericCallError(
                 "too many CALLs outstanding; OCPP-J 1.6 §4.1.1 allows one at a time"
             )
+            if self._metrics is not None:
+                self._metrics.call_refused(self.charge_point_id, call.action, error.code)
             self._spawn(self._write(self.session.error_frame(call.unique_id, error)))
             return
         self._incoming.append(call)
@@ -165,9 +226,15 @@ class ChargePointConnection:
         try:
             while self._incoming:
                 call = self._incoming[0]
+                metrics = self._metrics
+                started = perf_counter() if metrics is not None else 0.0
                 frame = await self._answer(call)
                 self._incoming.popleft()
                 if frame is not None:
+                    if metrics is not None:
+                        metrics.call_handled(
+                            self.charge_point_id, call.action, frame, perf_counter() - started
+                        )
                     await self._write(frame)
         finally:
             self._worker = None
@@ -236,9 +303,13 @@ class ChargePointConnection:
         pending, frame = self.session.call(
             action, payload, self._loop.time(), timeout=timeout, context=future
         )
+        if self._metrics is not None:
+            self._metrics.command_sent(self.charge_point_id, action)
         if frame is not None:
             self._on_wire(pending)
-            await self._write(frame)
+            # Written in the background: on a closing socket the write can block until
+            # the socket is gone, and the deadline (or the close) must still win.
+            self._spawn(self._write(frame))
         try:
             return await future
         except asyncio.CancelledError:
@@ -271,6 +342,8 @@ class ChargePointConnection:
         if self._timer_for is settled.call and self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._metrics is not None:
+            self._measure(settled)
         future: asyncio.Future[dict[str, Any]] | None = settled.call.context
         if future is not None and not future.done():
             if settled.error is not None:
@@ -283,6 +356,14 @@ class ChargePointConnection:
             assert in_flight is not None
             self._on_wire(in_flight)
             self._spawn(self._write(settled.next_frame))
+
+    def _measure(self, settled: Settled) -> None:
+        assert self._metrics is not None
+        pending = settled.call
+        # On the wire since deadline - timeout (loop time); never sent: no latency.
+        sent = None if pending.deadline is None else pending.deadline - pending.timeout
+        seconds = 0.0 if sent is None else self._loop.time() - sent
+        self._metrics.command_settled(self.charge_point_id, pending.action, seconds, settled.error)
 
     # ------------------------------------------------------------------ I/O
 
@@ -308,6 +389,8 @@ class ChargePointConnection:
             self._timer.cancel()
             self._timer = None
         for settled in self.session.close(reason):
+            if self._metrics is not None:
+                self._measure(settled)
             future: asyncio.Future[dict[str, Any]] | None = settled.call.context
             if future is not None and not future.done():
                 future.set_exception(settled.error or NotConnected(reason))
