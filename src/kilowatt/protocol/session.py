@@ -34,6 +34,7 @@ from kilowatt.protocol.errors import (
     NotImplementedCallError,
     NotSupportedCallError,
     OutgoingValidationError,
+    TypeConstraintError,
 )
 from kilowatt.protocol.frames import (
     CALL,
@@ -377,11 +378,18 @@ class Session:
         except CallError as error:
             raise OutgoingValidationError(action, error) from None
         unique_id = self._next_id()
+        try:
+            frame = build_call(unique_id, action, payload)
+        except TypeError as exc:
+            # Valid by the schema, but not JSON: an integer beyond 64 bits, a lone
+            # surrogate in a string.
+            error = TypeConstraintError(f"the payload cannot be sent as JSON: {exc}")
+            raise OutgoingValidationError(action, error) from None
         pending = PendingCall(
             unique_id,
             action,
             payload,
-            build_call(unique_id, action, payload),
+            frame,
             self.call_timeout if timeout is None else timeout,
             context,
         )

@@ -100,3 +100,10 @@ class SchemaValidator:
             where = _rename_root(str(exc.name or "data"))
             message = str(exc.message or "").replace(str(exc.name), where, 1)
             raise error_for_rule(exc.rule)(message, {"path": where, "rule": exc.rule}) from None
+        except (ValueError, OverflowError, TypeError) as exc:
+            # Compiled checks such as multipleOf fail this way on NaN or infinity, which
+            # lenient JSON parsers (not ours) let through.
+            raise PropertyConstraintError(
+                f"payload holds a value that is not a finite JSON number: {exc}",
+                {"path": "payload", "rule": "number"},
+            ) from None

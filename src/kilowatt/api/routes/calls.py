@@ -46,7 +46,8 @@ async def generic_call(
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: no true → 1 or "42" → 42; the generic endpoint refuses those too.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     def ocpp(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
