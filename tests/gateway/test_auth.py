@@ -6,7 +6,6 @@ import ast
 import base64
 import ssl
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -258,16 +257,12 @@ def test_empty_password_cannot_be_hashed() -> None:
         hash_password("")
 
 
-def test_hash_password_is_fast_enough() -> None:
-    # It runs at every connection; best of a few runs to ignore CI noise.
-    best = min(_timed(lambda: hash_password(PASSWORD)) for _ in range(3))
-    assert best < 0.050
-
-
-def _timed(action: Any) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+def test_hash_password_cost_parameters() -> None:
+    """Hashing runs at every connection: the cost stays at scrypt n=2**13, r=8, p=1
+    (8 MiB, measured at about 17 ms here). Speed itself is not asserted (shared, noisy
+    machines); this pins the parameters the measurement was made with."""
+    scheme, n, r, p, _salt, _digest = hash_password(PASSWORD).split("$")
+    assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**13, 8, 1)
 
 
 def _mutations(stored: str) -> list[str]:

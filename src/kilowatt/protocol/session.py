@@ -383,8 +383,8 @@ class Session:
         except TypeError as exc:
             # Valid by the schema, but not JSON: an integer beyond 64 bits, a lone
             # surrogate in a string.
-            error = TypeConstraintError(f"the payload cannot be sent as JSON: {exc}")
-            raise OutgoingValidationError(action, error) from None
+            failure = TypeConstraintError(f"the payload cannot be sent as JSON: {exc}")
+            raise OutgoingValidationError(action, failure) from None
         pending = PendingCall(
             unique_id,
             action,

@@ -1,0 +1,165 @@
+"""SQL for the message log (the ``message_log`` table).
+
+The log is not part of any unit of work: its rows are written in batches by a
+background task and never together with the data of an OCPP message, so it runs
+its statements through :meth:`SqlStore.run_sync_admin`, each call one transaction.
+On SQLite that is the store's single writer thread, so a flush or a purge batch
+takes its turn between group commits and never contends for the write lock; on
+PostgreSQL it is a pooled connection of its own.
+
+The insert is rendered once per dialect by SQLAlchemy from the table and run with
+``exec_driver_sql`` and plain driver values: SQLAlchemy's per-row bind processing
+would cost more than the database's own work for a few thousand rows a second.
+
+Retention relies on ids growing with time (rows are inserted in the order the
+frames were seen): the purge finds the first row young enough to keep, scanning
+from the oldest, and deletes everything before it by primary key range, in batches
+so that no single transaction holds the SQLite writer for long. With several nodes
+writing, the few rows around the boundary may go a moment early or late.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Row, bindparam, delete, func, insert, select
+
+from kilowatt.services.message_log import FrameRow, LoggedFrame
+from kilowatt.store.sql import tables as t
+from kilowatt.store.sql.database import SqlStore
+
+__all__ = ["SqlMessageLog"]
+
+PURGE_BATCH = 5000
+
+_log = t.message_log
+
+# FrameRow's fields, in order: the parameters of the rendered INSERT.
+_COLUMNS = FrameRow._fields
+
+_rendered: weakref.WeakKeyDictionary[Dialect, str] = weakref.WeakKeyDictionary()
+
+
+def _insert_sql(dialect: Dialect) -> str:
+    try:
+        return _rendered[dialect]
+    except KeyError:
+        pass
+    statement = insert(_log).values(
+        {name: bindparam(name, type_=_log.c[name].type) for name in _COLUMNS}
+    )
+    compiled = statement.compile(dialect=dialect, for_executemany=True)
+    if tuple(compiled.positiontup or ()) != _COLUMNS:  # pragma: no cover - caught by tests
+        raise AssertionError(f"parameter order {compiled.positiontup} != {_COLUMNS}")
+    sql = _rendered[dialect] = compiled.string
+    return sql
+
+
+def _sqlite_time(value: datetime) -> Any:
+    # What UTCDateTime stores on SQLite: naive UTC text, always with microseconds
+    # (SQLAlchemy's format), so reads through SQLAlchemy and comparisons agree.
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _postgresql_time(value: datetime) -> Any:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _logged(row: Row[Any]) -> LoggedFrame:
+    m = row._mapping
+    return LoggedFrame(
+        id=m["id"],
+        charge_point_id=m["charge_point_id"],
+        direction=m["direction"],
+        logged_at=m["logged_at"],
+        message_type=m["message_type"],
+        unique_id=m["unique_id"],
+        action=m["action"],
+        frame=m["frame"],
+        size=m["size"],
+        truncated=m["truncated"],
+    )
+
+
+class SqlMessageLog:
+    """A :class:`kilowatt.services.message_log.MessageLogStore` on a :class:`SqlStore`."""
+
+    def __init__(self, store: SqlStore, *, purge_batch: int = PURGE_BATCH) -> None:
+        self._store = store
+        self._purge_batch = purge_batch
+
+    async def insert(self, rows: Sequence[FrameRow]) -> None:
+        if not rows:
+            return
+
+        def work(connection: Connection) -> None:
+            dialect = connection.dialect
+            when: Callable[[datetime], Any] = (
+                _sqlite_time if dialect.name == "sqlite" else _postgresql_time
+            )
+            # One executemany, with the driver's own parameter values.
+            connection.exec_driver_sql(
+                _insert_sql(dialect), [(*row[:2], when(row[2]), *row[3:]) for row in rows]
+            )
+
+        await self._store.run_sync_admin(work)
+
+    async def list_messages(
+        self,
+        charge_point_id: str,
+        *,
+        limit: int = 100,
+        before_id: int | None = None,
+        direction: str | None = None,
+        action: str | None = None,
+    ) -> list[LoggedFrame]:
+        query = select(_log).where(_log.c.charge_point_id == charge_point_id)
+        if before_id is not None:
+            query = query.where(_log.c.id < before_id)
+        if direction is not None:
+            query = query.where(_log.c.direction == direction)
+        if action is not None:
+            query = query.where(_log.c.action == action)
+        # Walks the (charge_point_id, id) index backwards: newest first, no sort.
+        query = query.order_by(_log.c.id.desc()).limit(limit)
+
+        def work(connection: Connection) -> list[LoggedFrame]:
+            return [_logged(row) for row in connection.execute(query)]
+
+        return await self._store.run_sync_admin(work)
+
+    async def purge(self, before: datetime) -> int:
+        """Delete the rows logged before ``before``; return how many went."""
+
+        def bounds(connection: Connection) -> tuple[int | None, int | None]:
+            first = connection.execute(select(func.min(_log.c.id))).scalar()
+            if first is None:
+                return None, None
+            keep = connection.execute(
+                select(_log.c.id).where(_log.c.logged_at >= before).order_by(_log.c.id).limit(1)
+            ).scalar()
+            if keep is None:
+                last = connection.execute(select(func.max(_log.c.id))).scalar_one()
+                keep = int(last) + 1
+            return int(first), int(keep)
+
+        first, keep = await self._store.run_sync_admin(bounds)
+        if first is None or keep is None:
+            return 0
+        deleted = 0
+        low = first
+        while low < keep:
+            upper = min(low + self._purge_batch, keep)
+
+            def work(connection: Connection, upper: int = upper) -> int:
+                result = connection.execute(delete(_log).where(_log.c.id < upper))
+                return int(result.rowcount)
+
+            deleted += await self._store.run_sync_admin(work)
+            low = upper
+        return deleted
