@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
 from kilowatt.clock import Clock, SystemClock
+from kilowatt.domain.configuration import redact_frame
 
 __all__ = [
     "INCOMING",
@@ -347,6 +348,8 @@ class MessageLog:
                 else:
                     answered = OUTGOING if direction == INCOMING else INCOMING
                     action = calls.pop((charge_point_id, answered, unique_id), None)
+            # Write-only secrets (AuthorizationKey) never reach the log in clear.
+            text = redact_frame(action, text)
             rows.append(
                 FrameRow(
                     charge_point_id=charge_point_id,
