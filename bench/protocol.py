@@ -11,7 +11,10 @@ message at a time, side by side in one run:
 
 Run::
 
-    .venv/bin/python bench/protocol.py [--seconds 3] [--no-uvloop]
+    .venv/bin/python bench/protocol.py [--seconds 3] [--no-uvloop] [--metrics]
+
+``--metrics`` gives Kilowatt's connection the Prometheus hooks of ``kilowatt.metrics``
+(as ``kilowatt serve`` has them), to see what measuring costs per message.
 
 Target: Kilowatt ≥ 50× the baseline's rate for every message kind.
 """
@@ -34,6 +37,7 @@ from ocpp.v16.enums import Action
 
 from kilowatt.clock import SystemClock, format_datetime
 from kilowatt.gateway.connection import ChargePointConnection
+from kilowatt.metrics import Metrics
 from kilowatt.ocpp16.routes import protocol_spec
 from kilowatt.protocol.router import CallContext, Router
 from kilowatt.protocol.session import Session
@@ -123,11 +127,13 @@ def kilowatt_router() -> Router:
     )
 
 
-def kilowatt_route() -> tuple[Callable[[str], Awaitable[None]], _Sink]:
+def kilowatt_route(*, metrics: bool = False) -> tuple[Callable[[str], Awaitable[None]], _Sink]:
     router = kilowatt_router()
     sink = _Sink()
-    session = Session(protocol_spec(), handled=router)
-    connection = ChargePointConnection("BENCH", sink, session, router)
+    spec = protocol_spec()
+    session = Session(spec, handled=router)
+    hooks = Metrics(actions=spec.known, process_metrics=False) if metrics else None
+    connection = ChargePointConnection("BENCH", sink, session, router, metrics=hooks)
 
     async def route(message: str) -> None:
         await connection._on_message(message)
@@ -173,13 +179,13 @@ async def measure(route: Callable[[str], Awaitable[None]], message: str, seconds
             return done / (now - start)
 
 
-async def main_async(seconds: float) -> int:
+async def main_async(seconds: float, *, metrics: bool = False) -> int:
     import logging
 
     logging.disable(logging.CRITICAL)  # both sides log per message at INFO otherwise
     rows = []
     for kind, message in MESSAGES.items():
-        ours, ours_sink = kilowatt_route()
+        ours, ours_sink = kilowatt_route(metrics=metrics)
         theirs, theirs_sink = baseline_route()
         print(f"measuring {kind} …", file=sys.stderr, flush=True)
         ours_rate = await measure(ours, message, seconds)
@@ -202,12 +208,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per side and message kind")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument(
+        "--metrics", action="store_true", help="with the Prometheus hooks of kilowatt.metrics"
+    )
     args = parser.parse_args()
     if not args.no_uvloop:
         import uvloop
 
-        return uvloop.run(main_async(args.seconds))
-    return asyncio.run(main_async(args.seconds))
+        return uvloop.run(main_async(args.seconds, metrics=args.metrics))
+    return asyncio.run(main_async(args.seconds, metrics=args.metrics))
 
 
 if __name__ == "__main__":

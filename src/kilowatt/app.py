@@ -6,18 +6,27 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
 
 from kilowatt.api.app import create_api
 from kilowatt.api.deps import ApiContext
 from kilowatt.api.http import AsgiHttpServer
+from kilowatt.api.routes.metrics import metrics_router
+from kilowatt.bus.base import CommandBus
+from kilowatt.bus.events import EventBus, LocalEventBus
 from kilowatt.bus.local import LocalCommandBus
 from kilowatt.clock import Clock, SystemClock
 from kilowatt.config import Settings
 from kilowatt.gateway.auth import ChargePointCredentials, CredentialStore
+from kilowatt.gateway.connection import combine_observers
 from kilowatt.gateway.registry import ConnectionRegistry
 from kilowatt.gateway.server import Gateway, GatewayConfig
 from kilowatt.gateway.tls import build_server_ssl_context
+from kilowatt.metrics import Metrics
 from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
 from kilowatt.ocpp16.handlers.registration import require_acceptance
@@ -27,10 +36,19 @@ from kilowatt.services.api_tokens import ApiTokenService
 from kilowatt.services.authorization import AuthorizationService
 from kilowatt.services.charge_points import BootPolicy, ChargePointService
 from kilowatt.services.commands import CommandService
+from kilowatt.services.configuration import ConfigurationService
 from kilowatt.services.data_transfer import DataTransferRegistry
+from kilowatt.services.events import EventService, SecurityEventService
+from kilowatt.services.message_log import MessageLog
 from kilowatt.services.transactions import TransactionService
+from kilowatt.services.webhooks import WebhookDispatcher
 from kilowatt.store.sql.database import SqlStore, open_store
+from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import current_revision, head_revision, upgrade
+from kilowatt.tracing import TracedCommandBus, load_tracer, traced_routes
+
+if TYPE_CHECKING:  # imported when used: a single process never loads the Redis client
+    from kilowatt.cluster.node import ClusterNode
 
 __all__ = ["Application", "Services", "build_services", "create_app"]
 
@@ -50,11 +68,17 @@ class Services:
     transactions: TransactionService
     data_transfer: DataTransferRegistry
     tokens: ApiTokenService
+    configuration: ConfigurationService
+    # Events, webhooks and the message log (None: disabled); see _build_events.
+    events: EventService | None = None
+    webhooks: WebhookDispatcher | None = None
+    message_log: MessageLog | None = None
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    events, webhooks = _build_events(settings, clock)
     data_transfer = DataTransferRegistry()
     data_transfer.load_entry_points()
     return Services(
@@ -66,11 +90,21 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             boot_policy=BootPolicy(settings.boot_policy),
             heartbeat_interval=settings.heartbeat_interval,
             boot_retry_interval=settings.boot_retry_interval,
+            events=events,
         ),
         authorization=AuthorizationService(store, clock),
-        transactions=TransactionService(store, clock),
+        transactions=TransactionService(store, clock, events=events),
         data_transfer=data_transfer,
         tokens=ApiTokenService(store, clock),
+        configuration=ConfigurationService(
+            store,
+            clock,
+            sync_on_boot=settings.configuration_sync_on_boot,
+            apply_on_boot=settings.configuration_apply_on_boot,
+        ),
+        events=events,
+        webhooks=webhooks,
+        message_log=_build_message_log(settings, store, clock),
     )
 
 
@@ -112,6 +146,12 @@ class Application:
     gateway: Gateway
     commands: CommandService
     http: AsgiHttpServer | None = None
+    # The operator API itself (what ``http`` serves), for in-process ASGI clients.
+    api: FastAPI | None = None
+    # Prometheus metrics of this process (GET /metrics on the API's server).
+    metrics: Metrics | None = None
+    # The cluster node (redis_url set): presence, cross-node calls and events.
+    cluster: ClusterNode | None = None
     _api_listener: asyncio.Server | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
@@ -119,11 +159,18 @@ class Application:
     async def start(self) -> None:
         settings = self.settings
         await prepare_database(self.services, migrate=self.services.store.dialect == "sqlite")
-        await self.services.charge_points.reset_connection_state()
+        if self.cluster is None:
+            await self.services.charge_points.reset_connection_state()
+        else:  # never reset in a cluster: other nodes hold connections (kilowatt.cluster)
+            await self.cluster.start()
+        await _start_events(self.services)
         await self.gateway.start()
         if self.http is not None and settings.api_port is not None:
             self._api_listener = await asyncio.get_running_loop().create_server(
-                self.http.protocol_factory, settings.host, settings.api_port
+                self.http.protocol_factory,
+                settings.host,
+                settings.api_port,
+                reuse_port=settings.workers > 1 or None,
             )
         self._tasks.append(asyncio.get_running_loop().create_task(self._flush_seen()))
         scheme = "wss" if settings.tls_enabled else "ws"
@@ -134,6 +181,7 @@ class Application:
                 "security_profile": settings.security_profile,
                 "database": self.services.store.url.render_as_string(hide_password=True),
                 "boot_policy": settings.boot_policy,
+                "node": self.cluster.node_id if self.cluster is not None else None,
             },
         )
         if settings.security_profile == 0 and not _is_loopback(settings.host):
@@ -158,12 +206,21 @@ class Application:
         self._stopped = True
         if self._api_listener is not None:
             self._api_listener.close()
+        events = self.services.events
+        if events is not None:
+            # Ends the event streams, which the API's shutdown would otherwise wait for.
+            await events.bus.close()
+        await self.services.configuration.close()  # no CALL of its own while closing
         await self.gateway.stop()
+        if self.cluster is not None:  # after the gateway: its disconnections released claims
+            await self.cluster.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        # After the gateway: the disconnections are posted, the last frames written.
+        await _stop_events(self.services, grace=self.settings.shutdown_timeout)
         await self.services.charge_points.flush_seen()
         await self.services.store.close()
 
@@ -186,7 +243,11 @@ def build_router(services: Services, settings: Settings) -> Router:
         transactions=services.transactions,
         data_transfer=services.data_transfer,
     )
-    routes.update(notification_routes())
+    routes.update(
+        notification_routes(security_events=SecurityEventService(services.events, services.clock))
+    )
+    # Configuration after an Accepted boot, and its desired HeartbeatInterval as interval.
+    routes["BootNotification"] = services.configuration.boot_handler(routes["BootNotification"])
     return Router(
         require_acceptance(routes, is_accepted=charge_points.is_accepted, seen=charge_points.seen)
     )
@@ -202,14 +263,23 @@ def create_app(
     router = build_router(services, settings)
     registry = ConnectionRegistry()
     spec = protocol_spec()
+    metrics = Metrics(actions=spec.known, connections=registry, store=services.store)
+    cluster = _cluster(settings, services, registry)
+    bus: CommandBus = LocalCommandBus(registry) if cluster is None else cluster.commands
+    if settings.tracing:  # wrapped here, so that tracing off costs nothing per message
+        tracer = load_tracer()
+        router = Router(traced_routes(router, tracer))
+        bus = TracedCommandBus(bus, tracer)
     commands = CommandService(
         services.store,
-        LocalCommandBus(registry),
+        bus,
         spec.validator,
         frozenset(CENTRAL_TO_CHARGE_POINT),
         default_timeout=settings.call_timeout,
     )
-    http = _api_server(settings, services, commands) if settings.api_enabled else None
+    services.configuration.attach(commands, answered=_answered(registry))
+    api = _api(settings, services, commands, metrics) if settings.api_enabled else None
+    http = AsgiHttpServer(api, log_level=settings.log_level) if api is not None else None
     certificates = [
         (str(cert), str(key))
         for cert, key in (
@@ -240,17 +310,21 @@ def create_app(
             call_timeout=settings.call_timeout,
             ping_interval=settings.ping_interval or None,
             ping_timeout=settings.ping_timeout,
+            close_timeout=settings.close_timeout,
             max_message_size=settings.max_message_size,
             bad_frame_limit=settings.bad_frame_limit,
             strict_outgoing=settings.strict_outgoing,
             shutdown_timeout=settings.shutdown_timeout,
+            reuse_port=settings.workers > 1,
         ),
         spec,
         router,
         credentials if credentials is not None else _StoredCredentials(services),
         registry,
-        hooks=services.charge_points,
+        hooks=services.charge_points if cluster is None else cluster.hooks(services.charge_points),
+        observer=combine_observers(services.message_log),
         http=http if settings.api_port is None else None,
+        metrics=metrics,
     )
     return Application(
         settings=settings,
@@ -260,10 +334,15 @@ def create_app(
         gateway=gateway,
         commands=commands,
         http=http,
+        api=api,
+        metrics=metrics,
+        cluster=cluster,
     )
 
 
-def _api_server(settings: Settings, services: Services, commands: CommandService) -> AsgiHttpServer:
+def _api(
+    settings: Settings, services: Services, commands: CommandService, metrics: Metrics
+) -> FastAPI:
     context = ApiContext(
         settings=settings,
         store=services.store,
@@ -272,6 +351,104 @@ def _api_server(settings: Settings, services: Services, commands: CommandService
         transactions=services.transactions,
         commands=commands,
         tokens=services.tokens,
-        extras={},
+        extras={"routers": [metrics_router(metrics)]},
+        events=services.events.bus if services.events is not None else None,
+        message_log=services.message_log,
+        configuration=services.configuration,
     )
-    return AsgiHttpServer(create_api(context), log_level=settings.log_level)
+    return create_api(context)
+
+
+def _answered(registry: ConnectionRegistry) -> Callable[[str], Awaitable[None]]:
+    """``answered(charge_point_id)``: returns once the CALLs the charge point sent so
+    far are answered on the wire (its connection's worker is idle)."""
+
+    async def answered(charge_point_id: str) -> None:
+        connection = registry.get(charge_point_id)
+        if connection is not None:
+            await connection.wait_idle()
+
+    return answered
+
+
+# ----------------------------------------------------- events, webhooks, message log
+
+
+def _build_events(
+    settings: Settings, clock: Clock
+) -> tuple[EventService, WebhookDispatcher | None]:
+    bus = _event_bus(settings)
+    webhooks = None
+    if settings.webhook_urls:
+        secret = settings.webhook_secret
+        webhooks = WebhookDispatcher(
+            [str(url) for url in settings.webhook_urls],
+            secret=secret.get_secret_value() if secret is not None else None,
+            queue_size=settings.webhook_queue_size,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_initial=settings.webhook_backoff_initial,
+            backoff_max=settings.webhook_backoff_max,
+            timeout=settings.webhook_timeout,
+        )
+    return EventService(bus, clock, [webhooks] if webhooks is not None else []), webhooks
+
+
+def _build_message_log(settings: Settings, store: SqlStore, clock: Clock) -> MessageLog | None:
+    if not settings.message_log_enabled:
+        return None
+    return MessageLog(
+        SqlMessageLog(store),
+        clock,
+        max_payload=settings.message_log_max_payload,
+        flush_interval=settings.message_log_flush_interval,
+        buffer_size=settings.message_log_buffer_size,
+        retention_days=settings.message_log_retention_days,
+    )
+
+
+async def _start_events(services: Services) -> None:
+    if services.webhooks is not None:
+        await services.webhooks.start()
+    if services.message_log is not None:
+        await services.message_log.start()
+
+
+async def _stop_events(services: Services, *, grace: float) -> None:
+    if services.webhooks is not None:
+        await services.webhooks.close(grace=grace)
+    if services.message_log is not None:
+        await services.message_log.close()
+
+
+# ------------------------------------------------------------------------- cluster
+
+
+def _event_bus(settings: Settings) -> EventBus:
+    if settings.redis_url is None:
+        return LocalEventBus(queue_size=settings.events_queue_size)
+    from kilowatt.bus.redis_events import RedisEventBus
+
+    return RedisEventBus(settings.redis_url, queue_size=settings.events_queue_size)
+
+
+def _cluster(
+    settings: Settings, services: Services, registry: ConnectionRegistry
+) -> ClusterNode | None:
+    """This process's cluster node when ``redis_url`` is set; None: a single process."""
+    if settings.redis_url is None:
+        return None
+    from kilowatt.bus.redis_events import RedisEventBus
+    from kilowatt.cluster.node import ClusterNode, default_node_id
+
+    events = services.events.bus if services.events is not None else None
+    return ClusterNode(
+        redis_url=settings.redis_url,
+        node_id=settings.node_id or default_node_id(),
+        presence_ttl=settings.presence_ttl,
+        call_timeout=settings.call_timeout,
+        registry=registry,
+        store=services.store,
+        clock=services.clock,
+        events=events if isinstance(events, RedisEventBus) else None,
+        address=f"{settings.host}:{settings.port}",
+    )

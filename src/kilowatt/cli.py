@@ -1,9 +1,10 @@
 """The ``kilowatt`` command line.
 
 ``kilowatt serve`` runs the Central System; the management commands (``db``,
-``charge-point``, ``id-tag``, ``transactions``) work on the database it uses: the
-same settings (``--config``, ``KILOWATT_*``, ``--database-url``), so that in the
-directory ``kilowatt serve`` runs in they need no option at all. They live in the
+``charge-point``, ``id-tag``, ``transactions``, ``api-token``) work on the database
+it uses: the same settings (``--config``, ``KILOWATT_*``, ``--database-url``), so
+that in the directory ``kilowatt serve`` runs in they need no option at all.
+``kilowatt call`` is a client of a running server's API. They live in the
 ``kilowatt.cli_*`` modules.
 """
 
@@ -19,13 +20,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kilowatt import __version__
+from kilowatt.cli_api import add_api_commands
 from kilowatt.cli_charge_points import add_charge_point_commands
 from kilowatt.cli_common import EXIT_USAGE, run_command
+from kilowatt.cli_config import add_config_commands
 from kilowatt.cli_db import add_db_commands
 from kilowatt.cli_id_tags import add_id_tag_commands
 from kilowatt.cli_transactions import add_transaction_commands
+from kilowatt.cluster import ClusterUnavailable
 from kilowatt.config import ConfigError, Settings, load_settings
 from kilowatt.logs import configure_logging
+from kilowatt.simulator.cli import add_simulate_command
 
 __all__ = ["main"]
 
@@ -51,10 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
+    # Cluster mode (kilowatt.cluster, kilowatt.workers).
+    serve.add_argument("--database-url", help="sqlite:///FILE or postgresql+asyncpg://…")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes sharing the port (default 1; >1 needs Redis)"
+    )
+    serve.add_argument("--redis-url", help="redis://HOST:PORT/DB shared by the nodes of a cluster")
     add_db_commands(commands)
     add_charge_point_commands(commands)
     add_id_tag_commands(commands)
     add_transaction_commands(commands)
+    add_api_commands(commands)
+    add_simulate_command(commands)
+    add_config_commands(commands)
     return parser
 
 
@@ -98,14 +112,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         try:
             settings = load_settings(
-                args.config, host=args.host, port=args.port, log_level=args.log_level
+                args.config,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+                database_url=args.database_url,
+                workers=args.workers,
+                redis_url=args.redis_url,
             )
         except ConfigError as exc:
             print(f"kilowatt: {exc}", file=sys.stderr)
             return 2
         configure_logging(settings.log_level, settings.log_format)
+        if settings.workers > 1:
+            from kilowatt.workers import supervise
+
+            return supervise(settings)
         try:
             _run(settings)
+        except ClusterUnavailable as exc:
+            print(f"kilowatt: {exc}", file=sys.stderr)
+            return 1
         except OSError as exc:
             print(
                 f"kilowatt: cannot serve on {settings.host}:{settings.port}: {exc.strerror or exc}."
@@ -114,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         return 0
+    runner = getattr(args, "runner", None)
+    if runner is not None:  # a client of a running server (kilowatt call): no database
+        code: int = runner(args)
+        return code
     handler = getattr(args, "handler", None)
     if handler is not None:
         return run_command(args, handler)

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,35 @@ class Settings(BaseSettings):
         "FULL",
         description="FULL: every commit survives a power cut; NORMAL: survives a crash of "
         "the process only, faster.",
+    )
+
+    # Cluster (several processes and machines sharing one database and one Redis)
+    redis_url: str | None = Field(
+        None,
+        description="redis://[:PASSWORD@]HOST:PORT/DB (or rediss://, unix://) shared by every "
+        "node of a cluster; unset: a single process, nothing leaves it.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Worker processes sharing the port on this machine (SO_REUSEPORT); more "
+        "than 1 needs redis_url.",
+    )
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Name of this process in the cluster (logs, presence keys); unset: "
+        "HOST-PID-RANDOM. With workers, each worker appends -1, -2 …",
+    )
+    presence_ttl: float = Field(
+        10.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a node's claim on a charge point outlives the node (renewed every "
+        "ttl/3): how soon another node takes over the charge points of a node that died.",
     )
 
     # Operator API
@@ -84,16 +113,39 @@ class Settings(BaseSettings):
         description="Invalid frames per 10 s a charge point may send before it is cut off.",
     )
 
+    # Charge point configuration (GetConfiguration / ChangeConfiguration)
+    configuration_sync_on_boot: bool = Field(
+        True,
+        description="Fetch a charge point's configuration (GetConfiguration) after each "
+        "Accepted BootNotification. Off: Kilowatt sends no CALL a charge point did not ask "
+        "for (some test tools and operators want that).",
+    )
+    configuration_apply_on_boot: bool = Field(
+        False,
+        description="After each Accepted BootNotification, send the charge point the desired "
+        "configuration values it does not have (ChangeConfiguration).",
+    )
+
     # WebSocket
     ping_interval: float = Field(20.0, ge=0, description="Seconds between pings; 0 disables.")
     ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong.")
+    close_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds to wait for the peer's close frame before dropping the TCP "
+        "connection (a dead peer never sends it).",
+    )
     max_message_size: int = Field(
         1_048_576, ge=1024, description="Largest WebSocket message accepted, in bytes."
     )
 
     # Security (OCPP 1.6 Security Whitepaper)
-    security_profile: Literal[0, 1, 2, 3] = Field(
+    # An int with bounds, not Literal[0, 1, 2, 3]: environment values arrive as text
+    # and a Literal of ints would refuse "1".
+    security_profile: int = Field(
         0,
+        ge=0,
+        le=3,
         description="Default profile: 0 none, 1 Basic Auth, 2 TLS + Basic Auth, "
         "3 TLS with client certificate. Overridable per charge point.",
     )
@@ -112,6 +164,68 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         10.0, ge=0, description="Seconds in-flight handlers get to finish on shutdown."
     )
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans for every OCPP CALL in and out (needs "
+        "opentelemetry-api installed; exporters are configured with OTEL_* variables).",
+    )
+
+    # Message log (every OCPP frame, for diagnostics)
+    message_log_enabled: bool = Field(
+        True, description="Log every OCPP frame in and out (GET .../charge-points/{id}/messages)."
+    )
+    message_log_max_payload: int = Field(
+        4096, ge=64, description="Bytes of each frame kept in the message log; longer is cut."
+    )
+    message_log_retention_days: float = Field(
+        7, gt=0, description="Days the message log keeps frames; older ones are deleted hourly."
+    )
+    message_log_flush_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between writes of the message log (frames not yet written are "
+        "lost on a crash).",
+    )
+    message_log_buffer_size: int = Field(
+        50_000,
+        ge=100,
+        description="Frames the message log holds while the database catches up; beyond, "
+        "the oldest are dropped (and counted in a warning).",
+    )
+
+    # Events (GET /api/v1/events) and webhooks
+    events_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="Events buffered per event stream subscriber; a slower one loses its oldest.",
+    )
+    events_keepalive_interval: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on an idle event stream."
+    )
+    webhook_urls: list[AnyHttpUrl] = Field(
+        default_factory=list,
+        description='URLs every event is POSTed to as JSON (environment: a JSON list, ["https://…"]).',
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Key of the X-Kilowatt-Signature header (sha256=HMAC-SHA256 of the body); "
+        "unset: no signature.",
+    )
+    webhook_max_attempts: int = Field(
+        5, ge=1, description="Attempts per webhook delivery before it is given up."
+    )
+    webhook_backoff_initial: float = Field(
+        1.0, gt=0, description="Seconds before the first webhook retry; doubles with each retry."
+    )
+    webhook_backoff_max: float = Field(
+        16.0, gt=0, description="Longest wait between two webhook attempts, in seconds."
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds a webhook receiver has to answer one POST."
+    )
+    webhook_queue_size: int = Field(
+        1000, ge=1, description="Events queued per webhook URL; when full, the oldest is dropped."
+    )
 
     @model_validator(mode="after")
     def _check_tls(self) -> Settings:
@@ -129,6 +243,41 @@ class Settings(BaseSettings):
             )
         if self.security_profile == 3 and self.tls_client_ca_file is None:
             raise ValueError("security_profile 3 needs tls_client_ca_file")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tracing(self) -> Settings:
+        if self.tracing:
+            from kilowatt.tracing import TracingUnavailable, check_tracing_available
+
+            try:
+                check_tracing_available()
+            except TracingUnavailable as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        if self.webhook_backoff_max < self.webhook_backoff_initial:
+            raise ValueError("webhook_backoff_max must be at least webhook_backoff_initial")
+        return self
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Settings:
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"redis_url {self.redis_url!r} is not a Redis URL: use redis://HOST:PORT/DB, "
+                "rediss://… (TLS) or unix:///PATH"
+            )
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                f"workers = {self.workers} needs redis_url: worker processes find each other's "
+                "charge points through Redis (--redis-url redis://HOST:PORT/0), or use one worker"
+            )
+        if self.workers > 1 and (self.port == 0 or self.api_port == 0):
+            raise ValueError("workers > 1 share one port: port (and api_port) cannot be 0")
         return self
 
     @property

@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "KeyValueFormatter", "configure_logging"]
+from kilowatt.domain.configuration import mentions_secret
+
+__all__ = ["JsonFormatter", "KeyValueFormatter", "SecretFrameFilter", "configure_logging"]
 
 _STANDARD = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
@@ -54,8 +56,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(_fields(record), default=str).decode()
 
 
+class SecretFrameFilter(logging.Filter):
+    """The WebSocket library logs whole frames at DEBUG: one that carries a write-only
+    configuration value (AuthorizationKey) is logged without its content."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("websockets") and mentions_secret(record.getMessage()):
+            record.msg = "frame with a write-only configuration value (content not logged)"
+            record.args = None
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "kv") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(SecretFrameFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -61,6 +61,8 @@ async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
             "shutdown_timeout": 2.0,
             "database_url": f"sqlite:///{tmp_path}/kilowatt-{len(apps)}.db",
             "boot_policy": "accept-all",
+            # Raw clients that assert on exact frames: no GetConfiguration after boot.
+            "configuration_sync_on_boot": False,
         }
         values.update(overrides)
         app = create_app(load_settings(**values), credentials=credentials)
@@ -687,6 +689,7 @@ def test_call_timeout_fires_on_uvloop(tmp_path: Path) -> None:
                 call_timeout=0.0504,
                 database_url=f"sqlite:///{tmp_path}/kilowatt.db",
                 boot_policy="accept-all",
+                configuration_sync_on_boot=False,
             )
         )
         await app.start()

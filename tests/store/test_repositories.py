@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import StatementError
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from kilowatt.domain.meter import parse_value
 from kilowatt.domain.models import (
@@ -521,7 +522,8 @@ async def test_remove_id_tag(store: SqlStore) -> None:
 
 
 async def test_add_transaction_returns_increasing_ids_from_one(store: SqlStore) -> None:
-    ids = [await add_transaction(store, meter_start=n) for n in range(3)]
+    # One connector each: a connector has at most one active transaction (0004).
+    ids = [await add_transaction(store, meter_start=n, connector_id=n + 3) for n in range(3)]
     assert ids == [1, 2, 3]
 
     second = new_transaction(
@@ -585,11 +587,12 @@ async def test_find_started_matches_exactly_on_the_five_keys(store: SqlStore) ->
 
 
 async def test_list_active_filters(store: SqlStore) -> None:
+    # Stopped first: a connector has at most one active transaction (0004).
+    done = await add_transaction(store, charge_point_id="CP-1", connector_id=1, meter_start=5)
+    await stop(store, done)
     a = await add_transaction(store, charge_point_id="CP-1", connector_id=1)
     b = await add_transaction(store, charge_point_id="CP-1", connector_id=2)
     c = await add_transaction(store, charge_point_id="CP-2", connector_id=1)
-    done = await add_transaction(store, charge_point_id="CP-1", connector_id=1, meter_start=5)
-    await stop(store, done)
 
     async def active(**filters: Any) -> list[int]:
         found = await store.read(lambda r: r.transactions.list_active(**filters))
@@ -612,6 +615,71 @@ async def test_count_active_for_tag(store: SqlStore) -> None:
     await stop(store, first)
     assert await store.read(lambda r: r.transactions.count_active_for_tag("TAG-1")) == 1
     assert await store.read(lambda r: r.transactions.count_active_for_tag("TAG-9")) == 0
+
+
+async def test_find_for_start_is_find_started_and_list_active_in_one(store: SqlStore) -> None:
+    keys: dict[str, Any] = {
+        "charge_point_id": "CP-1",
+        "connector_id": 1,
+        "id_tag": "TAG-1",
+        "started_at": at(30),
+        "meter_start": 1000,
+    }
+
+    async def both() -> tuple[Any, Any]:
+        combined = await store.read(lambda r: r.transactions.find_for_start(**keys))
+        separate = await store.read(
+            lambda r: (
+                r.transactions.find_started(**keys),
+                r.transactions.list_active(charge_point_id="CP-1", connector_id=1),
+            )
+        )
+        assert combined == separate
+        return combined
+
+    assert await both() == (None, [])
+
+    await add_transaction(store, connector_id=2)  # other connector
+    await add_transaction(store, charge_point_id="CP-2")  # other charge point
+    await stop(store, await add_transaction(store, started_at=at(0)))
+    zombie = await add_transaction(store, id_tag="TAG-2", started_at=at(20))
+    started, active = await both()
+    assert started is None
+    assert [tx.id for tx in active] == [zombie]
+
+    await stop(store, zombie, TransactionState.ABANDONED)
+    created = await add_transaction(store, **keys)
+    started, active = await both()
+    assert started is not None
+    assert started.id == created
+    assert [tx.id for tx in active] == [created]
+
+    await stop(store, created)  # a stopped one is still found, and no longer active
+    started, active = await both()
+    assert started is not None
+    assert (started.id, started.state) == (created, TransactionState.COMPLETED)
+    assert active == []
+
+
+async def test_get_with_active_count(store: SqlStore) -> None:
+    await store.write(lambda r: r.id_tags.add(IdTag("TAG-1", owner="Alice"), T0))
+    await store.write(lambda r: r.id_tags.add(IdTag("TAG-2"), T0))
+    first = await add_transaction(store, id_tag="TAG-1", connector_id=1)
+    await add_transaction(store, id_tag="TAG-1", connector_id=2)
+    await add_transaction(store, id_tag="TAG-3", connector_id=3)  # a tag we do not know
+    await stop(store, await add_transaction(store, id_tag="TAG-1", connector_id=4))
+
+    async def read(id_tag: str) -> tuple[str | None, int]:
+        tag, count = await store.read(lambda r: r.id_tags.get_with_active_count(id_tag))
+        expected = await store.read(lambda r: r.id_tags.get(id_tag))
+        assert tag == expected
+        return None if tag is None else tag.owner, count
+
+    assert await read("TAG-1") == ("Alice", 2)
+    assert await read("TAG-2") == (None, 0)
+    assert await read("TAG-3") == (None, 0)  # unknown: no tag, whatever it runs
+    await stop(store, first)
+    assert await read("TAG-1") == ("Alice", 1)
 
 
 async def stop(
@@ -681,9 +749,11 @@ async def test_list_transactions_filters_and_pages_newest_first(store: SqlStore)
         ("CP-1", "TAG-1", 30),
         ("CP-2", "TAG-2", 40),
     ]
-    ids = [
-        await add_transaction(store, charge_point_id=cp, id_tag=tag, started_at=at(seconds))
-        for cp, tag, seconds in specs
+    ids = [  # one connector each: at most one active transaction per connector (0004)
+        await add_transaction(
+            store, charge_point_id=cp, id_tag=tag, started_at=at(seconds), connector_id=n
+        )
+        for n, (cp, tag, seconds) in enumerate(specs, start=1)
     ]
     await stop(store, ids[1])
     await stop(store, ids[2], TransactionState.ABANDONED)
@@ -778,23 +848,30 @@ async def test_add_many_stores_nothing_twice_without_transaction_id(store: SqlSt
     ]
 
 
-async def test_add_many_returns_the_number_of_new_samples(store: SqlStore) -> None:
-    batch = [
-        sample(0, "100"),
-        sample(0, "7.5", measurand="Power.Active.Import"),
-        sample(60, "200"),
-    ]
-    assert await store.write(lambda r: r.meter_values.add_many(batch, at(1))) == 3
-    assert await store.write(lambda r: r.meter_values.add_many(batch, at(2))) == 0
-    more = [*batch, sample(120, "300")]
-    assert await store.write(lambda r: r.meter_values.add_many(more, at(3))) == 1
-    assert await store.write(lambda r: r.meter_values.add_many([], at(3))) == 0
-    twice = [sample(180, "4"), sample(180, "4")]
-    assert await store.write(lambda r: r.meter_values.add_many(twice, at(4))) == 1
+async def test_add_many_in_one_group_stores_each_sample_once(store: SqlStore) -> None:
+    """Units of work of one group that store the same samples (a retransmission that
+    arrives while the first is being committed) store each sample once."""
+    commits_before = store.commits
+    batch = [sample(0, "100"), sample(0, "7.5", measurand="Power.Active.Import")]
 
-    untracked = [sample(0, "1", transaction_id=None), sample(60, "2", transaction_id=None)]
-    assert await store.write(lambda r: r.meter_values.add_many(untracked, at(5))) == 2
-    assert await store.write(lambda r: r.meter_values.add_many(untracked, at(6))) == 0
+    def unit(n: int) -> Any:
+        # Every unit repeats the batch, adds its own sample twice and its
+        # neighbour's once.
+        own = [sample(60 * (n + 1), str(n)), sample(60 * (n + 1), str(n))]
+        neighbour = [sample(60 * (n + 2), str(n + 1))]
+        return lambda r: r.meter_values.add_many([*batch, *own, *neighbour], at(n))
+
+    results = await asyncio.gather(*(store.write(unit(n)) for n in range(20)))
+
+    assert results == [None] * 20
+    assert store.commits - commits_before < 20  # they did share commits
+    stored = await store.read(lambda r: r.meter_values.list_for_transaction(1))
+    expected = [
+        (at(0), "Energy.Active.Import.Register", "100"),
+        (at(0), "Power.Active.Import", "7.5"),
+    ]
+    expected += [(at(60 * (n + 1)), "Energy.Active.Import.Register", str(n)) for n in range(21)]
+    assert [(s.timestamp, s.measurand, s.raw_value) for s in stored] == expected
 
 
 async def test_list_for_transaction_ordered_by_timestamp(store: SqlStore) -> None:
@@ -904,6 +981,73 @@ async def test_naive_datetime_is_refused(store: SqlStore) -> None:
     assert await store.read(lambda r: r.charge_points.get("CP-1")) is None
 
 
+NAIVE = datetime(2025, 1, 1, 12, 0, 0)  # no tzinfo: the point of these tests
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda r: r.meter_values.add_many([sample(0, "1")], NAIVE), id="add_many_received"
+        ),
+        pytest.param(
+            lambda r: r.meter_values.add_many(
+                [MeterSample("CP-1", 1, 1, NAIVE, "1", Decimal(1))], T0
+            ),
+            id="add_many_timestamp",
+        ),
+        pytest.param(
+            lambda r: r.charge_points.update_connector(
+                Connector("CP-1", 1, "Available", "NoError", status_timestamp=NAIVE, updated_at=T0)
+            ),
+            id="update_connector",
+        ),
+        pytest.param(
+            lambda r: r.charge_points.add_status(
+                StatusRecord("CP-1", 1, "Available", "NoError", None, None, None, T0, NAIVE)
+            ),
+            id="add_status",
+        ),
+        pytest.param(lambda r: r.charge_points.touch([("CP-1", NAIVE)]), id="touch"),
+        pytest.param(
+            lambda r: r.transactions.add(new_transaction(started_at=NAIVE), T0),
+            id="add_transaction",
+        ),
+        pytest.param(
+            lambda r: r.transactions.stop(
+                1,
+                state=TransactionState.COMPLETED,
+                meter_stop=2,
+                stopped_at=NAIVE,
+                reason=None,
+                stop_id_tag=None,
+                energy_wh=1,
+                flags=(),
+                now=T0,
+            ),
+            id="stop",
+        ),
+    ],
+)
+async def test_naive_datetime_is_refused_on_every_path(store: SqlStore, write: Any) -> None:
+    await add_charge_point(store, "CP-1")
+    await add_transaction(store)
+
+    def unit(r: Repositories) -> None:
+        r.id_tags.add(IdTag("TAG-1"), T0)
+        write(r)
+
+    with pytest.raises(StatementError, match="naive datetime"):
+        await store.write(unit)
+    assert await store.read(lambda r: r.id_tags.get("TAG-1")) is None  # rolled back
+    assert await store.read(lambda r: r.meter_values.list_for_transaction(1)) == []
+    assert await store.read(lambda r: r.charge_points.list_connectors("CP-1")) == []
+    assert await store.read(lambda r: r.charge_points.list_status_history("CP-1")) == []
+    tx = await store.read(lambda r: r.transactions.get(1))
+    assert tx is not None
+    assert tx.state is TransactionState.ACTIVE
+
+
 # -------------------------------------------------------------- units of work, groups
 
 
@@ -970,6 +1114,109 @@ async def test_failing_unit_of_work_in_a_group_fails_alone(store: SqlStore) -> N
     assert store.commits > commits_before
 
 
+async def test_a_group_inserts_its_meter_values_and_statuses_with_one_statement_each(
+    store: SqlStore,
+) -> None:
+    engine = store._sync_engine
+    if engine is None:
+        assert store._async_engine is not None
+        engine = store._async_engine.sync_engine
+    inserts: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith(("INSERT INTO meter_values", "INSERT INTO status_history")):
+            inserts.append(statement.split()[2])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        commits_before = store.commits
+
+        def unit(n: int) -> Any:
+            def work(r: Repositories) -> None:
+                r.meter_values.add_many([sample(n, "1"), sample(n, "2", measurand="SoC")], at(n))
+                r.charge_points.add_status(status_record(n))
+
+            return work
+
+        await asyncio.gather(*(store.write(unit(n)) for n in range(30)))
+        groups = store.commits - commits_before
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert groups < 30
+    assert inserts.count("meter_values") == groups
+    assert inserts.count("status_history") == groups
+    assert len(await store.read(lambda r: r.meter_values.list_for_charge_point("CP-1"))) == 60
+    history = await store.read(lambda r: r.charge_points.list_status_history("CP-1", limit=100))
+    assert history == [status_record(n) for n in reversed(range(30))]  # in the units' order
+
+
+def status_record(n: int, charge_point_id: str = "CP-1") -> StatusRecord:
+    return StatusRecord(
+        charge_point_id=charge_point_id,
+        connector_id=1,
+        status=f"S{n}",
+        error_code="NoError",
+        info=None,
+        vendor_id=None,
+        vendor_error_code=None,
+        timestamp=at(n),
+        received_at=at(n + 1),
+    )
+
+
+async def test_a_unit_of_work_reads_the_rows_it_appended(store: SqlStore) -> None:
+    def unit(n: int) -> Any:
+        def work(r: Repositories) -> tuple[list[str], list[str]]:
+            cp = f"CP-{n}"
+            r.meter_values.add_many([sample(0, str(n), charge_point_id=cp)], at(0))
+            r.charge_points.add_status(status_record(n, cp))
+            samples = r.meter_values.list_for_charge_point(cp)
+            # Written once only, although listed before the group's commit.
+            r.meter_values.add_many([sample(1, "x", charge_point_id=cp)], at(1))
+            samples += r.meter_values.list_for_charge_point(cp)
+            history = r.charge_points.list_status_history(cp)
+            return [s.raw_value for s in samples], [h.status for h in history]
+
+        return work
+
+    results = await asyncio.gather(*(store.write(unit(n)) for n in range(10)))
+
+    assert results == [([str(n), "x", str(n)], [f"S{n}"]) for n in range(10)]
+    for n in range(10):
+        stored = await store.read(lambda r, n=n: r.meter_values.list_for_charge_point(f"CP-{n}"))
+        assert [s.raw_value for s in stored] == ["x", str(n)]
+
+
+async def test_a_failing_group_insert_fails_only_its_unit_of_work(store: SqlStore) -> None:
+    """The rows of a group are inserted after its last unit of work: if that fails,
+    the group is run again one unit at a time, and only the guilty one fails."""
+    bad = MeterSample("CP-1", 1, 1, at(0), "1", Decimal(1), measurand=None)  # type: ignore[arg-type]
+
+    def unit(n: int) -> Any:
+        def work(r: Repositories) -> int:
+            r.charge_points.add_status(status_record(n))
+            r.meter_values.add_many([sample(n, str(n))], at(n))
+            if n == 5:
+                r.meter_values.add_many([bad], at(n))  # NOT NULL measurand
+            return n
+
+        return work
+
+    results = await asyncio.gather(
+        *(store.write(unit(n)) for n in range(12)), return_exceptions=True
+    )
+
+    assert isinstance(results[5], IntegrityError)
+    assert [result for n, result in enumerate(results) if n != 5] == [
+        n for n in range(12) if n != 5
+    ]
+    stored = await store.read(lambda r: r.meter_values.list_for_transaction(1))
+    assert [s.raw_value for s in stored] == [str(n) for n in range(12) if n != 5]
+    history = await store.read(lambda r: r.charge_points.list_status_history("CP-1"))
+    assert {h.status for h in history} == {f"S{n}" for n in range(12) if n != 5}
+
+
 async def test_unit_of_work_that_raises_is_rolled_back(store: SqlStore) -> None:
     def unit(r: Repositories) -> None:
         r.charge_points.add(ChargePoint("CP-1"), T0)
@@ -1007,6 +1254,26 @@ async def test_concurrent_reads_and_writes(store: SqlStore) -> None:
 
     await asyncio.gather(*(writer(n) for n in range(20)))
     assert len(await store.read(lambda r: r.id_tags.list_id_tags())) == 20
+
+
+async def test_a_failing_read_leaves_the_readers_usable_and_up_to_date(store: SqlStore) -> None:
+    """Readers keep their connections between reads: none may stay in a transaction
+    (an old snapshot) after a read, whether it returned or raised."""
+
+    def failing(r: Repositories) -> None:
+        r.id_tags.get("TAG-0")
+        raise LookupError("read failed")
+
+    for n in range(6):  # more reads than reader threads, each after a write
+        await store.write(lambda r, n=n: r.id_tags.add(IdTag(f"TAG-{n}"), T0))
+        with pytest.raises(LookupError):
+            await store.read(failing)
+        tags = await asyncio.gather(
+            *(store.read(lambda r: r.id_tags.list_id_tags()) for _ in range(4))
+        )
+        assert all(
+            [tag.id_tag for tag in found] == [f"TAG-{m}" for m in range(n + 1)] for found in tags
+        )
 
 
 async def test_read_keeps_nothing_it_writes(store: SqlStore) -> None:

@@ -7,7 +7,17 @@ from fastapi import FastAPI
 from kilowatt import __version__
 from kilowatt.api.deps import ApiContext
 from kilowatt.api.errors import install_error_handlers
-from kilowatt.api.routes import calls, charge_points, health
+from kilowatt.api.routes import (
+    calls,
+    charge_points,
+    configuration,
+    events,
+    health,
+    id_tags,
+    message_log,
+    status_history,
+    transactions,
+)
 
 __all__ = ["create_api"]
 
@@ -35,6 +45,12 @@ def create_api(context: ApiContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(charge_points.router)
     app.include_router(calls.router)
+    app.include_router(status_history.router)
+    app.include_router(id_tags.router)
+    app.include_router(transactions.router)
+    app.include_router(message_log.router)
+    app.include_router(events.router)
+    configuration.install(app)
     for router in context.extras.get("routers", ()):
         app.include_router(router)
     return app

@@ -8,12 +8,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from kilowatt.api.errors import ApiError
+from kilowatt.bus.events import EventBus
 from kilowatt.config import Settings
 from kilowatt.domain.models import ApiToken
 from kilowatt.services.api_tokens import ApiTokenService, Role
 from kilowatt.services.authorization import AuthorizationService
 from kilowatt.services.charge_points import ChargePointService
 from kilowatt.services.commands import CommandService
+from kilowatt.services.configuration import ConfigurationService
+from kilowatt.services.message_log import MessageLog
 from kilowatt.services.transactions import TransactionService
 from kilowatt.store.base import Store
 
@@ -32,6 +35,10 @@ class ApiContext:
     commands: CommandService
     tokens: ApiTokenService
     extras: dict[str, Any]
+    # The event stream and the message log (None: the message log is disabled).
+    events: EventBus | None = None
+    message_log: MessageLog | None = None
+    configuration: ConfigurationService | None = None
 
 
 def context(request: Request) -> ApiContext:

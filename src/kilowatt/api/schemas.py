@@ -94,9 +94,7 @@ class ChargePointPublic(BaseModel):
 
 class ChargePointCreate(BaseModel):
     # Printable, no "/" (the id is the last URL path segment), no leading space.
-    id: str = Field(
-        min_length=1, max_length=48, pattern=r"^[^\x00-\x20\x7f/][^\x00-\x1f\x7f/]*$"
-    )
+    id: str = Field(min_length=1, max_length=48, pattern=r"^[^\x00-\x20\x7f/][^\x00-\x1f\x7f/]*$")
     description: str | None = Field(None, max_length=500)
     password: str | None = Field(None, min_length=8, max_length=64)
     security_profile: int | None = Field(None, ge=0, le=3)

@@ -33,7 +33,11 @@ from kilowatt.gateway.auth import (
     peer_common_name,
     select_subprotocol,
 )
-from kilowatt.gateway.connection import ChargePointConnection, ConnectionObserver
+from kilowatt.gateway.connection import (
+    ChargePointConnection,
+    ConnectionMetrics,
+    ConnectionObserver,
+)
 from kilowatt.gateway.front import FrontProtocol, NotFoundProtocol
 from kilowatt.gateway.registry import ConnectionRegistry
 from kilowatt.protocol.router import Handler
@@ -140,6 +144,7 @@ class Gateway:
         hooks: ConnectionHooks | None = None,
         observer: ConnectionObserver | None = None,
         http: HttpServer | None = None,
+        metrics: ConnectionMetrics | None = None,
     ) -> None:
         self.config = config
         self._spec = spec
@@ -148,6 +153,7 @@ class Gateway:
         self.registry = registry
         self._hooks = hooks
         self._observer = observer
+        self._metrics = metrics
         # Keyed weakly: an upgrade that fails after our checks leaves nothing behind.
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, _Accepted] = (
             weakref.WeakKeyDictionary()
@@ -356,6 +362,7 @@ class Gateway:
             self._routes,
             strict=config.strict_outgoing,
             observer=self._observer,
+            metrics=self._metrics,
         )
         remote = _remote(ws)
         if self._hooks is not None:

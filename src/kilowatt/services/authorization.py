@@ -15,10 +15,7 @@ __all__ = ["AuthorizationService", "authorize_in"]
 
 def authorize_in(repos: Repositories, id_tag: str, now: datetime) -> IdTagInfo:
     """The authorization rule inside a unit of work (shared with StartTransaction)."""
-    tag = repos.id_tags.get(id_tag)
-    active = 0
-    if tag is not None and tag.status is AuthorizationStatus.ACCEPTED:
-        active = repos.transactions.count_active_for_tag(id_tag)
+    tag, active = repos.id_tags.get_with_active_count(id_tag)
     return decide(tag, now=now, active_transactions=active)
 
 

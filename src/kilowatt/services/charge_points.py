@@ -16,6 +16,7 @@ from kilowatt.domain.models import (
     Registration,
     StatusRecord,
 )
+from kilowatt.services.events import EventService
 from kilowatt.store.base import Repositories, Store
 
 __all__ = ["BootDecision", "BootPolicy", "ChargePointService", "StatusReport"]
@@ -60,8 +61,11 @@ class ChargePointService:
         boot_policy: BootPolicy,
         heartbeat_interval: int,
         boot_retry_interval: int,
+        events: EventService | None = None,
     ) -> None:
         self._store = store
+        # Told after each commit (connections, boots, statuses); None: no events.
+        self._events = events
         self._clock = clock
         self.boot_policy = boot_policy
         self.heartbeat_interval = heartbeat_interval
@@ -159,6 +163,10 @@ class ChargePointService:
 
         registration, known = await self._store.write(work)
         self._registration[charge_point_id] = registration
+        if self._events is not None:
+            self._events.boot(
+                charge_point_id, boot, registration=registration.value, known=known, time=now
+            )
         interval = (
             self.heartbeat_interval
             if registration is Registration.ACCEPTED
@@ -208,6 +216,18 @@ class ChargePointService:
             repos.charge_points.add_status(record)
 
         await self._store.write(work)
+        if self._events is not None:
+            self._events.status(
+                charge_point_id,
+                connector_id=report.connector_id,
+                status=report.status,
+                error_code=report.error_code,
+                info=report.info,
+                vendor_id=report.vendor_id,
+                vendor_error_code=report.vendor_error_code,
+                timestamp=report.timestamp,
+                time=now,
+            )
 
     # ---------------------------------------------------- connection state
 
@@ -243,23 +263,38 @@ class ChargePointService:
             self._registration[charge_point_id] = registration
         else:
             self._registration.pop(charge_point_id, None)
+        if self._events is not None:
+            self._events.connected(
+                charge_point_id,
+                remote_address=remote_address,
+                security_profile=security_profile,
+                time=now,
+            )
 
-    async def disconnected(self, charge_point_id: str) -> None:
+    async def disconnected(self, charge_point_id: str, *, superseded: bool = False) -> None:
+        """The connection closed. ``superseded``: a newer connection (in a cluster,
+        maybe on another node) holds the charge point now; its state is not ours to clear.
+        """
         self._registration.pop(charge_point_id, None)
-        self._remote.pop(charge_point_id, None)
+        remote_address = self._remote.pop(charge_point_id, None)
         now = self._clock.now()
         seen = self._seen.pop(charge_point_id, None)
 
         def work(repos: Repositories) -> None:
             if seen is not None:
                 repos.charge_points.touch([(charge_point_id, seen)])
-            repos.charge_points.set_connection(
-                charge_point_id, connected=False, now=now, remote_address=None
-            )
+            if not superseded:
+                repos.charge_points.set_connection(
+                    charge_point_id, connected=False, now=now, remote_address=None
+                )
 
         await self._store.write(work)
+        if self._events is not None:
+            self._events.disconnected(charge_point_id, remote_address=remote_address, time=now)
 
     async def reset_connection_state(self) -> None:
-        """At start-up: nothing is connected to a process that just started."""
+        """At start-up of a single process: nothing is connected to a process that just
+        started. Never in a cluster (other nodes hold connections): there, the cluster
+        node reconciles connection state against presence (kilowatt.cluster.node)."""
         now = self._clock.now()
         await self._store.write(lambda repos: repos.charge_points.mark_all_disconnected(now))

@@ -25,6 +25,7 @@ from kilowatt.domain.models import (
     UnknownStop,
 )
 from kilowatt.services.authorization import authorize_in
+from kilowatt.services.events import EventService
 from kilowatt.store.base import Repositories, Store
 
 __all__ = ["StartResult", "StopRequest", "TransactionService"]
@@ -55,10 +56,19 @@ class StopRequest:
 
 
 class TransactionService:
-    def __init__(self, store: Store, clock: Clock, limits: EnergyLimits | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        limits: EnergyLimits | None = None,
+        *,
+        events: EventService | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._limits = limits or EnergyLimits()
+        # Told after each commit (starts, stops, meter values); None: no events.
+        self._events = events
 
     async def start(
         self,
@@ -79,8 +89,12 @@ class TransactionService:
         now = self._clock.now()
         limits = self._limits
 
-        def work(repos: Repositories) -> StartResult:
-            existing = repos.transactions.find_started(
+        def work(repos: Repositories) -> tuple[StartResult, list[Transaction]]:
+            # In a cluster, another node may run a start for the same charge point or
+            # tag (a duplicate connection): these rules hold under row locks, and the
+            # unique index on active transactions per connector backs them up.
+            repos.transactions.lock_for_start(charge_point_id, id_tag)
+            existing, active = repos.transactions.find_for_start(
                 charge_point_id, connector_id, id_tag, timestamp, meter_start
             )
             if existing is not None:
@@ -90,11 +104,10 @@ class TransactionService:
                     existing.id,
                     IdTagInfo(existing.start_status, info.expiry_date, info.parent_id_tag),
                     duplicate=True,
-                )
+                ), []
             abandoned = []
-            for zombie in repos.transactions.list_active(
-                charge_point_id=charge_point_id, connector_id=connector_id
-            ):
+            zombies = []
+            for zombie in active:
                 # Its StopTransaction was lost: the connector cannot run two.
                 repos.transactions.stop(
                     zombie.id,
@@ -108,6 +121,7 @@ class TransactionService:
                     now=now,
                 )
                 abandoned.append(zombie.id)
+                zombies.append(zombie)
             info = authorize_in(repos, id_tag, now)
             transaction_id = repos.transactions.add(
                 Transaction(
@@ -123,9 +137,39 @@ class TransactionService:
                 ),
                 now,
             )
-            return StartResult(transaction_id, info, duplicate=False, abandoned=tuple(abandoned))
+            result = StartResult(transaction_id, info, duplicate=False, abandoned=tuple(abandoned))
+            return result, zombies
 
-        result = await self._store.write(work)
+        result, zombies = await self._store.write(work)
+        if self._events is not None and not result.duplicate:
+            for zombie in zombies:
+                self._events.transaction_stopped(
+                    charge_point_id,
+                    transaction_id=zombie.id,
+                    known=True,
+                    state=TransactionState.ABANDONED.value,
+                    connector_id=zombie.connector_id,
+                    id_tag=zombie.id_tag,
+                    stop_id_tag=None,
+                    meter_start=zombie.meter_start,
+                    meter_stop=None,
+                    energy_wh=None,
+                    reason=ABANDONED_REASON,
+                    timestamp=timestamp,
+                    flags=[*zombie.flags, "abandoned"],
+                    time=now,
+                )
+            self._events.transaction_started(
+                charge_point_id,
+                transaction_id=result.transaction_id,
+                connector_id=connector_id,
+                id_tag=id_tag,
+                id_tag_status=result.id_tag_info.status.value,
+                meter_start=meter_start,
+                timestamp=timestamp,
+                reservation_id=reservation_id,
+                time=now,
+            )
         log.info(
             "transaction started" if not result.duplicate else "transaction start repeated",
             extra={
@@ -147,11 +191,13 @@ class TransactionService:
         now = self._clock.now()
         limits = self._limits
 
-        def work(repos: Repositories) -> tuple[IdTagInfo | None, bool]:
+        def work(repos: Repositories) -> tuple[IdTagInfo | None, bool, dict[str, Any] | None]:
             transaction = repos.transactions.get(request.transaction_id)
             samples: list[MeterSample] = []
+            # What the transaction.stopped event says; None when nothing changed.
+            stopped: dict[str, Any] | None = None
             if transaction is None or transaction.charge_point_id != charge_point_id:
-                repos.transactions.add_unknown_stop(
+                kept = repos.transactions.add_unknown_stop(
                     UnknownStop(
                         charge_point_id=charge_point_id,
                         transaction_id=request.transaction_id,
@@ -164,6 +210,16 @@ class TransactionService:
                 )
                 connector_id = 0
                 transaction_ref = None
+                if kept:
+                    stopped = {
+                        "known": False,
+                        "state": None,
+                        "connector_id": None,
+                        "id_tag": None,
+                        "meter_start": None,
+                        "energy_wh": None,
+                        "flags": [],
+                    }
             else:
                 connector_id = transaction.connector_id
                 transaction_ref = transaction.id
@@ -187,6 +243,7 @@ class TransactionService:
                     ]
                     if transaction.state is TransactionState.COMPLETED:
                         flags.append("stopped_twice")
+                    flags = list(dict.fromkeys(flags))
                     repos.transactions.stop(
                         transaction.id,
                         state=TransactionState.COMPLETED,
@@ -195,9 +252,18 @@ class TransactionService:
                         reason=request.reason,
                         stop_id_tag=request.id_tag,
                         energy_wh=energy,
-                        flags=list(dict.fromkeys(flags)),
+                        flags=flags,
                         now=now,
                     )
+                    stopped = {
+                        "known": True,
+                        "state": TransactionState.COMPLETED.value,
+                        "connector_id": transaction.connector_id,
+                        "id_tag": transaction.id_tag,
+                        "meter_start": transaction.meter_start,
+                        "energy_wh": energy,
+                        "flags": flags,
+                    }
             if request.transaction_data:
                 samples = parse_meter_values(
                     charge_point_id, connector_id, transaction_ref, request.transaction_data
@@ -205,10 +271,21 @@ class TransactionService:
                 repos.meter_values.add_many(samples, now)
             known = transaction_ref is not None
             if request.id_tag is None:
-                return None, known
-            return authorize_in(repos, request.id_tag, now), known
+                return None, known, stopped
+            return authorize_in(repos, request.id_tag, now), known, stopped
 
-        info, known = await self._store.write(work)
+        info, known, stopped = await self._store.write(work)
+        if self._events is not None and stopped is not None:
+            self._events.transaction_stopped(
+                charge_point_id,
+                transaction_id=request.transaction_id,
+                stop_id_tag=request.id_tag,
+                meter_stop=request.meter_stop,
+                reason=request.reason,
+                timestamp=request.timestamp,
+                time=now,
+                **stopped,
+            )
         log.log(
             logging.INFO if known else logging.WARNING,
             "transaction stopped" if known else "stop of an unknown transaction kept for review",
@@ -228,11 +305,19 @@ class TransactionService:
         connector_id: int,
         transaction_id: int | None,
         meter_value: Sequence[dict[str, Any]],
-    ) -> int:
+    ) -> None:
         """OCPP 1.6 §4.7 MeterValues: every sample stored with its own timestamp."""
         samples = parse_meter_values(charge_point_id, connector_id, transaction_id, meter_value)
         now = self._clock.now()
-        return await self._store.write(lambda repos: repos.meter_values.add_many(samples, now))
+        await self._store.write(lambda repos: repos.meter_values.add_many(samples, now))
+        if self._events is not None:
+            self._events.meter_values(
+                charge_point_id,
+                connector_id=connector_id,
+                transaction_id=transaction_id,
+                samples=samples,
+                time=now,
+            )
 
     # ----------------------------------------------------------- queries
 

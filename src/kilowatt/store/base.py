@@ -14,6 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from kilowatt.domain.configuration import (
+    ChangeRecord,
+    ConfigurationTemplate,
+    ReportedKey,
+    SyncState,
+)
 from kilowatt.domain.models import (
     ApiToken,
     BootInfo,
@@ -31,6 +37,7 @@ __all__ = [
     "AlreadyExists",
     "ApiTokenRepository",
     "ChargePointRepository",
+    "ConfigurationRepository",
     "IdTagRepository",
     "MeterValueRepository",
     "Repositories",
@@ -73,6 +80,17 @@ class ChargePointRepository(Protocol):
 
     def mark_all_disconnected(self, now: datetime) -> None: ...
 
+    # Cluster (kilowatt.cluster.node): connection state reconciled with presence.
+    def list_connected(self) -> list[tuple[str, datetime | None]]:
+        """Id and ``connected_since`` of every charge point marked connected."""
+        ...
+
+    def clear_connection(
+        self, charge_point_id: str, *, connected_since: datetime | None, now: datetime
+    ) -> bool:
+        """Mark it disconnected if it is still connected since ``connected_since``."""
+        ...
+
     def get_connector(self, charge_point_id: str, connector_id: int) -> Connector | None: ...
 
     def list_connectors(self, charge_point_id: str) -> list[Connector]: ...
@@ -90,6 +108,10 @@ class ChargePointRepository(Protocol):
 
 class IdTagRepository(Protocol):
     def get(self, id_tag: str) -> IdTag | None: ...
+
+    def get_with_active_count(self, id_tag: str) -> tuple[IdTag | None, int]:
+        """The tag and its number of active transactions, in one query (authorization)."""
+        ...
 
     def list_id_tags(self, *, limit: int = 1000, offset: int = 0) -> list[IdTag]: ...
 
@@ -118,7 +140,31 @@ class TransactionRepository(Protocol):
         self, *, charge_point_id: str | None = None, connector_id: int | None = None
     ) -> list[Transaction]: ...
 
+    def find_for_start(
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        id_tag: str,
+        started_at: datetime,
+        meter_start: int,
+    ) -> tuple[Transaction | None, list[Transaction]]:
+        """:meth:`find_started` and :meth:`list_active` of the connector, in one query."""
+        ...
+
     def count_active_for_tag(self, id_tag: str) -> int: ...
+
+    def lock_for_start(self, charge_point_id: str, id_tag: str) -> None:
+        """Hold the charge point's and the id tag's rows until the unit of work ends.
+
+        Serializes the rules of StartTransaction (one active transaction per
+        connector, the tag's concurrent transactions) across processes: a no-op on
+        SQLite, which has one writer at a time anyway.
+        """
+        ...
+
+    def count_active(self) -> int:
+        """Active transactions of every charge point (metrics)."""
+        ...
 
     def add(self, transaction: Transaction, now: datetime) -> int:
         """Insert; return the new transaction id (``transaction.id`` is ignored)."""
@@ -158,8 +204,12 @@ class TransactionRepository(Protocol):
 
 
 class MeterValueRepository(Protocol):
-    def add_many(self, samples: Sequence[MeterSample], received_at: datetime) -> int:
-        """Insert samples, skipping those stored already; return how many were new."""
+    def add_many(self, samples: Sequence[MeterSample], received_at: datetime) -> None:
+        """Insert samples, skipping those stored already.
+
+        Nothing is returned: the store may insert the samples of many units of work
+        at once, just before their commit (see ``SqlRepositories``).
+        """
         ...
 
     def list_for_transaction(self, transaction_id: int) -> list[MeterSample]: ...
@@ -179,6 +229,73 @@ class ApiTokenRepository(Protocol):
     def revoke(self, name: str, now: datetime) -> bool: ...
 
 
+class ConfigurationRepository(Protocol):
+    """Charge point configuration (:mod:`kilowatt.domain.configuration`)."""
+
+    def list_reported(self, charge_point_id: str) -> list[ReportedKey]: ...
+
+    def record_report(
+        self,
+        charge_point_id: str,
+        keys: Sequence[ReportedKey],
+        unknown: Sequence[str],
+        now: datetime,
+        *,
+        complete: bool,
+    ) -> None:
+        """Store a GetConfiguration answer. ``complete`` (all keys were asked for):
+        keys it no longer lists are forgotten, and the charge point counts as synced."""
+        ...
+
+    def set_reported_value(self, charge_point_id: str, key: str, value: str, now: datetime) -> None:
+        """The charge point accepted ``value`` for ``key`` (ChangeConfiguration)."""
+        ...
+
+    def get_sync(self, charge_point_id: str) -> SyncState | None: ...
+
+    def set_sync_error(self, charge_point_id: str, error: str, now: datetime) -> None: ...
+
+    def list_desired(self, charge_point_id: str) -> dict[str, str]: ...
+
+    def set_desired(self, charge_point_id: str, key: str, value: str, now: datetime) -> None: ...
+
+    def remove_desired(self, charge_point_id: str, key: str) -> bool: ...
+
+    def add_template(self, name: str, description: str | None, now: datetime) -> None:
+        """Raises AlreadyExists."""
+        ...
+
+    def get_template(self, name: str) -> ConfigurationTemplate | None: ...
+
+    def list_templates(self) -> list[ConfigurationTemplate]: ...
+
+    def remove_template(self, name: str) -> bool: ...
+
+    def set_template_value(self, name: str, key: str, value: str, now: datetime) -> bool:
+        """False when there is no such template."""
+        ...
+
+    def remove_template_value(self, name: str, key: str) -> bool: ...
+
+    def assign_template(self, charge_point_id: str, name: str | None, now: datetime) -> None:
+        """Make ``name`` the charge point's template (None: no template)."""
+        ...
+
+    def template_of(self, charge_point_id: str) -> str | None: ...
+
+    def add_change(self, change: ChangeRecord) -> int: ...
+
+    def list_changes(
+        self, charge_point_id: str, *, key: str | None = None, limit: int = 100
+    ) -> list[ChangeRecord]:
+        """Newest first."""
+        ...
+
+    def latest_changes(self, charge_point_id: str) -> list[ChangeRecord]:
+        """The last change of every key, by key."""
+        ...
+
+
 class Repositories(Protocol):
     """What a unit of work sees: one repository per aggregate, one transaction."""
 
@@ -196,6 +313,9 @@ class Repositories(Protocol):
 
     @property
     def api_tokens(self) -> ApiTokenRepository: ...
+
+    @property
+    def configuration(self) -> ConfigurationRepository: ...
 
 
 class Store(Protocol):

@@ -1,8 +1,9 @@
 """Notifications of the Firmware and Security profiles, acknowledged.
 
 OCPP 1.6 §6 gives these requests empty confirmations; what the server does with
-them (firmware and diagnostics state, security event log) lands with those
-features. SignCertificate is refused until certificate management exists.
+them (firmware and diagnostics state, a stored security event log) lands with those
+features. SecurityEventNotification is published as a ``security_event`` event
+already. SignCertificate is refused until certificate management exists.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kilowatt.protocol.router import CallContext, Handler
+from kilowatt.services.events import SecurityEventService
 
 __all__ = ["notification_routes"]
 
@@ -23,12 +25,24 @@ async def _sign_certificate(ctx: CallContext, payload: dict[str, Any]) -> dict[s
     return {"status": "Rejected"}
 
 
-def notification_routes() -> dict[str, Handler]:
+def notification_routes(
+    *, security_events: SecurityEventService | None = None
+) -> dict[str, Handler]:
+    async def security_event(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+        if security_events is not None:
+            await security_events.notify(
+                ctx.charge_point_id,
+                event_type=payload["type"],
+                timestamp=payload["timestamp"],
+                tech_info=payload.get("techInfo"),
+            )
+        return {}
+
     return {
         "DiagnosticsStatusNotification": _acknowledge,
         "FirmwareStatusNotification": _acknowledge,
         "LogStatusNotification": _acknowledge,
-        "SecurityEventNotification": _acknowledge,
+        "SecurityEventNotification": security_event,
         "SignedFirmwareStatusNotification": _acknowledge,
         "SignCertificate": _sign_certificate,
     }

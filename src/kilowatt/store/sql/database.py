@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -79,8 +81,12 @@ class SqlStore:
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._writer_connection: Connection | None = None
+        self._reader_local = threading.local()
+        self._reader_connections: list[Connection] = []
         self.commits = 0
         self.units = 0
+        # Metrics: told (units, seconds) after every group commit; None: nobody asks.
+        self.on_group_committed: Callable[[int, float], None] | None = None
         if self.dialect == "sqlite":
             self._sync_engine = _sqlite_engine(url, sqlite_synchronous, writer=True)
             self._read_engine = _sqlite_engine(url, sqlite_synchronous, writer=False)
@@ -123,6 +129,7 @@ class SqlStore:
             self._flusher = None
 
     async def _commit_group(self, group: _Group) -> None:
+        started = time.perf_counter()
         try:
             results = await self._run_write(group.works)
         except Exception as exc:
@@ -145,6 +152,8 @@ class SqlStore:
             return
         self.commits += 1
         self.units += len(results)
+        if self.on_group_committed is not None:
+            self.on_group_committed(len(results), time.perf_counter() - started)
         for future, result in zip(group.futures, results, strict=True):
             _settle(future, result=result)
 
@@ -169,6 +178,12 @@ class SqlStore:
                 self._writer_connection = None
             raise
 
+    @property
+    def pending_writes(self) -> int:
+        """Units of work waiting for the next group commit (metrics)."""
+        group = self._pending
+        return 0 if group is None else len(group.works)
+
     # ----------------------------------------------------------------- reads
 
     async def read(self, work: Callable[[Repositories], T]) -> T:
@@ -182,13 +197,24 @@ class SqlStore:
             return result
 
     def _sqlite_read(self, work: Callable[[Repositories], T]) -> T:
-        assert self._read_engine is not None
-        with self._read_engine.connect() as connection:
+        # Each reader thread keeps its connection, like the writer: a checkout from
+        # the pool and its return cost several times a small query. Between reads it
+        # holds no transaction, so it keeps no snapshot that would hold checkpoints.
+        connection: Connection | None = getattr(self._reader_local, "connection", None)
+        if connection is None:
+            assert self._read_engine is not None
+            connection = self._reader_local.connection = self._read_engine.connect()
+            self._reader_connections.append(connection)
+        try:
             connection.begin()
             try:
                 return work(SqlRepositories(connection))
             finally:
                 connection.rollback()
+        except Exception:
+            if connection.invalidated or connection.closed:
+                self._reader_local.connection = None
+            raise
 
     # ------------------------------------------------------------- lifecycle
 
@@ -214,19 +240,23 @@ class SqlStore:
             await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
         if self._sync_engine is not None:
             loop = asyncio.get_running_loop()
+            assert self._writer is not None and self._readers is not None
+            # Reads still running finish first: their threads' connections close next.
+            self._readers.shutdown(wait=True)
 
             def dispose() -> None:
                 if self._writer_connection is not None:
                     self._writer_connection.close()
                     self._writer_connection = None
+                for connection in self._reader_connections:
+                    connection.close()
+                self._reader_connections.clear()
                 assert self._sync_engine is not None and self._read_engine is not None
                 self._sync_engine.dispose()
                 self._read_engine.dispose()
 
             await loop.run_in_executor(self._writer, dispose)
-            assert self._writer is not None and self._readers is not None
             self._writer.shutdown(wait=True)
-            self._readers.shutdown(wait=True)
         if self._async_engine is not None:
             await self._async_engine.dispose()
 
@@ -243,8 +273,14 @@ def _settle(
 
 
 def _run_all(connection: Connection, works: list[Work]) -> list[Any]:
-    repositories = SqlRepositories(connection)
-    return [work(repositories) for work in works]
+    # The group's meter values and status history go in with one statement per
+    # table after its last unit of work, in its transaction: nothing is answered
+    # before it is committed, and if that insert fails, the group fails and its units
+    # are run again one by one like for any other error.
+    repositories = SqlRepositories(connection, defer_appends=True)
+    results = [work(repositories) for work in works]
+    repositories.flush()
+    return results
 
 
 def _sqlite_engine(url: URL, synchronous: str, *, writer: bool) -> Engine:

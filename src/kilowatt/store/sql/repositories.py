@@ -3,6 +3,18 @@
 Every method runs on the synchronous SQLAlchemy connection of the current unit of
 work; :mod:`kilowatt.store.sql.database` decides on which thread or event loop that
 connection lives, and when the transaction commits.
+
+What every OCPP message runs is kept cheap (see :mod:`kilowatt.store.sql.hotpath`):
+writes are SQL rendered once per dialect and run with ``exec_driver_sql``; reads are
+Core statements built once at import (so SQLAlchemy's compiled cache is hit without
+building a statement or its cache key per call) whose rows are unpacked by position.
+Administrative queries build their statements per call.
+
+Append-only rows (meter values, status history) can be *deferred*: the group
+commit's repositories collect the rows of all its units of work and insert them with
+one ``executemany`` per table just before the commit (:meth:`SqlRepositories.flush`).
+A read of those tables writes what is pending first, so a unit of work still reads
+its own writes.
 """
 
 from __future__ import annotations
@@ -11,7 +23,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -32,8 +56,12 @@ from kilowatt.domain.models import (
 from kilowatt.store.base import AlreadyExists
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.api_tokens import SqlApiTokens
+from kilowatt.store.sql.configuration import SqlConfiguration
+from kilowatt.store.sql.hotpath import HotSql, hot_sql, json_text
 
 __all__ = ["SqlRepositories"]
+
+ACTIVE = TransactionState.ACTIVE.value
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Any) -> Any:
@@ -44,123 +72,369 @@ def _insert_ignoring_duplicates(connection: Connection, table: Any) -> Any:
     raise NotImplementedError(connection.dialect.name)  # pragma: no cover
 
 
-def _charge_point(row: Row[Any]) -> ChargePoint:
-    m = row._mapping
+# The columns each record is read from, in the order its converter unpacks them.
+_cp = t.charge_points.c
+CHARGE_POINT_COLUMNS = (
+    _cp.id,
+    _cp.registration,
+    _cp.description,
+    _cp.security_profile,
+    _cp.password_hash,
+    _cp.vendor,
+    _cp.model,
+    _cp.serial_number,
+    _cp.charge_box_serial_number,
+    _cp.firmware_version,
+    _cp.iccid,
+    _cp.imsi,
+    _cp.meter_type,
+    _cp.meter_serial_number,
+    _cp.last_boot_at,
+    _cp.last_seen_at,
+    _cp.connected,
+    _cp.connected_since,
+    _cp.remote_address,
+    _cp.created_at,
+)
+
+
+def _charge_point(row: Sequence[Any]) -> ChargePoint:
+    (
+        id_,
+        registration,
+        description,
+        security_profile,
+        password_hash,
+        vendor,
+        model,
+        serial_number,
+        charge_box_serial_number,
+        firmware_version,
+        iccid,
+        imsi,
+        meter_type,
+        meter_serial_number,
+        last_boot_at,
+        last_seen_at,
+        connected,
+        connected_since,
+        remote_address,
+        created_at,
+    ) = row
     return ChargePoint(
-        id=m["id"],
-        registration=Registration(m["registration"]),
-        description=m["description"],
-        security_profile=m["security_profile"],
-        password_hash=m["password_hash"],
-        vendor=m["vendor"],
-        model=m["model"],
-        serial_number=m["serial_number"],
-        charge_box_serial_number=m["charge_box_serial_number"],
-        firmware_version=m["firmware_version"],
-        iccid=m["iccid"],
-        imsi=m["imsi"],
-        meter_type=m["meter_type"],
-        meter_serial_number=m["meter_serial_number"],
-        last_boot_at=m["last_boot_at"],
-        last_seen_at=m["last_seen_at"],
-        connected=m["connected"],
-        connected_since=m["connected_since"],
-        remote_address=m["remote_address"],
-        created_at=m["created_at"],
+        id=id_,
+        registration=Registration(registration),
+        description=description,
+        security_profile=security_profile,
+        password_hash=password_hash,
+        vendor=vendor,
+        model=model,
+        serial_number=serial_number,
+        charge_box_serial_number=charge_box_serial_number,
+        firmware_version=firmware_version,
+        iccid=iccid,
+        imsi=imsi,
+        meter_type=meter_type,
+        meter_serial_number=meter_serial_number,
+        last_boot_at=last_boot_at,
+        last_seen_at=last_seen_at,
+        connected=connected,
+        connected_since=connected_since,
+        remote_address=remote_address,
+        created_at=created_at,
     )
 
 
-def _connector(row: Row[Any]) -> Connector:
-    m = row._mapping
+_co = t.connectors.c
+CONNECTOR_COLUMNS = (
+    _co.charge_point_id,
+    _co.connector_id,
+    _co.status,
+    _co.error_code,
+    _co.info,
+    _co.vendor_id,
+    _co.vendor_error_code,
+    _co.status_timestamp,
+    _co.updated_at,
+)
+
+
+def _connector(row: Sequence[Any]) -> Connector:
+    (
+        charge_point_id,
+        connector_id,
+        status,
+        error_code,
+        info,
+        vendor_id,
+        vendor_error_code,
+        status_timestamp,
+        updated_at,
+    ) = row
     return Connector(
-        charge_point_id=m["charge_point_id"],
-        connector_id=m["connector_id"],
-        status=m["status"],
-        error_code=m["error_code"],
-        info=m["info"],
-        vendor_id=m["vendor_id"],
-        vendor_error_code=m["vendor_error_code"],
-        status_timestamp=m["status_timestamp"],
-        updated_at=m["updated_at"],
+        charge_point_id=charge_point_id,
+        connector_id=connector_id,
+        status=status,
+        error_code=error_code,
+        info=info,
+        vendor_id=vendor_id,
+        vendor_error_code=vendor_error_code,
+        status_timestamp=status_timestamp,
+        updated_at=updated_at,
     )
 
 
-def _id_tag(row: Row[Any]) -> IdTag:
-    m = row._mapping
+_it = t.id_tags.c
+ID_TAG_COLUMNS = (
+    _it.id_tag,
+    _it.status,
+    _it.expiry_date,
+    _it.parent_id_tag,
+    _it.owner,
+    _it.note,
+    _it.max_concurrent_transactions,
+    _it.created_at,
+)
+
+
+def _id_tag(row: Sequence[Any]) -> IdTag:
+    id_tag, status, expiry_date, parent_id_tag, owner, note, max_concurrent, created_at = row
     return IdTag(
-        id_tag=m["id_tag"],
-        status=AuthorizationStatus(m["status"]),
-        expiry_date=m["expiry_date"],
-        parent_id_tag=m["parent_id_tag"],
-        owner=m["owner"],
-        note=m["note"],
-        max_concurrent_transactions=m["max_concurrent_transactions"],
-        created_at=m["created_at"],
+        id_tag=id_tag,
+        status=AuthorizationStatus(status),
+        expiry_date=expiry_date,
+        parent_id_tag=parent_id_tag,
+        owner=owner,
+        note=note,
+        max_concurrent_transactions=max_concurrent,
+        created_at=created_at,
     )
 
 
-def _transaction(row: Row[Any]) -> Transaction:
-    m = row._mapping
+_tx = t.transactions.c
+TRANSACTION_COLUMNS = (
+    _tx.id,
+    _tx.charge_point_id,
+    _tx.connector_id,
+    _tx.id_tag,
+    _tx.meter_start,
+    _tx.started_at,
+    _tx.state,
+    _tx.start_status,
+    _tx.reservation_id,
+    _tx.meter_stop,
+    _tx.stopped_at,
+    _tx.stop_reason,
+    _tx.stop_id_tag,
+    _tx.energy_wh,
+    _tx.flags,
+    _tx.created_at,
+)
+
+
+def _transaction(row: Sequence[Any]) -> Transaction:
+    (
+        id_,
+        charge_point_id,
+        connector_id,
+        id_tag,
+        meter_start,
+        started_at,
+        state,
+        start_status,
+        reservation_id,
+        meter_stop,
+        stopped_at,
+        stop_reason,
+        stop_id_tag,
+        energy_wh,
+        flags,
+        created_at,
+    ) = row
     return Transaction(
-        id=m["id"],
-        charge_point_id=m["charge_point_id"],
-        connector_id=m["connector_id"],
-        id_tag=m["id_tag"],
-        meter_start=m["meter_start"],
-        started_at=m["started_at"],
-        state=TransactionState(m["state"]),
-        start_status=AuthorizationStatus(m["start_status"]),
-        reservation_id=m["reservation_id"],
-        meter_stop=m["meter_stop"],
-        stopped_at=m["stopped_at"],
-        stop_reason=m["stop_reason"],
-        stop_id_tag=m["stop_id_tag"],
-        energy_wh=m["energy_wh"],
-        flags=tuple(m["flags"] or ()),
-        created_at=m["created_at"],
+        id=id_,
+        charge_point_id=charge_point_id,
+        connector_id=connector_id,
+        id_tag=id_tag,
+        meter_start=meter_start,
+        started_at=started_at,
+        state=TransactionState(state),
+        start_status=AuthorizationStatus(start_status),
+        reservation_id=reservation_id,
+        meter_stop=meter_stop,
+        stopped_at=stopped_at,
+        stop_reason=stop_reason,
+        stop_id_tag=stop_id_tag,
+        energy_wh=energy_wh,
+        flags=tuple(flags or ()),
+        created_at=created_at,
     )
 
 
-def _sample(row: Row[Any]) -> MeterSample:
-    m = row._mapping
+_mv = t.meter_values.c
+METER_VALUE_COLUMNS = (
+    _mv.charge_point_id,
+    _mv.connector_id,
+    _mv.transaction_id,
+    _mv.timestamp,
+    _mv.raw_value,
+    _mv.measurand,
+    _mv.unit,
+    _mv.context,
+    _mv.location,
+    _mv.format,
+    _mv.phase,
+)
+
+
+def _sample(row: Sequence[Any]) -> MeterSample:
+    (
+        charge_point_id,
+        connector_id,
+        transaction_id,
+        timestamp,
+        raw_value,
+        measurand,
+        unit,
+        context,
+        location,
+        format_,
+        phase,
+    ) = row
     return MeterSample(
-        charge_point_id=m["charge_point_id"],
-        connector_id=m["connector_id"],
-        transaction_id=m["transaction_id"],
-        timestamp=m["timestamp"],
-        raw_value=m["raw_value"],
-        value=parse_value(m["raw_value"]),
-        measurand=m["measurand"],
-        unit=m["unit"],
-        context=m["context"],
-        location=m["location"],
-        format=m["format"],
-        phase=m["phase"] or None,
+        charge_point_id=charge_point_id,
+        connector_id=connector_id,
+        transaction_id=transaction_id,
+        timestamp=timestamp,
+        raw_value=raw_value,
+        value=parse_value(raw_value),
+        measurand=measurand,
+        unit=unit,
+        context=context,
+        location=location,
+        format=format_,
+        phase=phase or None,
     )
+
+
+# Hot-path reads, built once (see the module docstring).
+_GET_CHARGE_POINT = select(*CHARGE_POINT_COLUMNS).where(_cp.id == bindparam("id"))
+_GET_CONNECTOR = select(*CONNECTOR_COLUMNS).where(
+    and_(_co.charge_point_id == bindparam("cp"), _co.connector_id == bindparam("connector"))
+)
+_LIST_CONNECTORS = (
+    select(*CONNECTOR_COLUMNS)
+    .where(_co.charge_point_id == bindparam("cp"))
+    .order_by(_co.connector_id)
+)
+_GET_ID_TAG = select(*ID_TAG_COLUMNS).where(_it.id_tag == bindparam("id_tag"))
+_GET_TRANSACTION = select(*TRANSACTION_COLUMNS).where(_tx.id == bindparam("id"))
+_FIND_STARTED = select(*TRANSACTION_COLUMNS).where(
+    and_(
+        _tx.charge_point_id == bindparam("cp"),
+        _tx.connector_id == bindparam("connector"),
+        _tx.id_tag == bindparam("id_tag"),
+        _tx.started_at == bindparam("started_at"),
+        _tx.meter_start == bindparam("meter_start"),
+    )
+)
+_ACTIVE = select(*TRANSACTION_COLUMNS).where(_tx.state == ACTIVE).order_by(_tx.id)
+# list_active's four filter combinations, keyed by (charge point given, connector given).
+_LIST_ACTIVE = {
+    (False, False): _ACTIVE,
+    (True, False): _ACTIVE.where(_tx.charge_point_id == bindparam("cp")),
+    (False, True): _ACTIVE.where(_tx.connector_id == bindparam("connector")),
+    (True, True): _ACTIVE.where(
+        _tx.charge_point_id == bindparam("cp"), _tx.connector_id == bindparam("connector")
+    ),
+}
+_COUNT_ACTIVE_FOR_TAG = (
+    select(func.count())
+    .select_from(t.transactions)
+    .where(and_(_tx.id_tag == bindparam("id_tag"), _tx.state == ACTIVE))
+)
+_COUNT_ACTIVE = select(func.count()).select_from(t.transactions).where(_tx.state == ACTIVE)
+# Authorization reads the tag and counts its active transactions: one statement
+# (a correlated count) instead of two.
+_GET_ID_TAG_WITH_ACTIVE_COUNT = select(
+    *ID_TAG_COLUMNS,
+    select(func.count())
+    .select_from(t.transactions)
+    .where(and_(_tx.id_tag == _it.id_tag, _tx.state == ACTIVE))
+    .scalar_subquery(),
+).where(_it.id_tag == bindparam("id_tag"))
+# StartTransaction's two lookups in one statement; the first column tells the
+# transaction a retransmitted StartTransaction created (1) from the connector's
+# active ones (0). Each half is served by its own index.
+_FIND_FOR_START = union_all(
+    select(literal(1).label("started"), *TRANSACTION_COLUMNS).where(
+        and_(
+            _tx.charge_point_id == bindparam("cp"),
+            _tx.connector_id == bindparam("connector"),
+            _tx.id_tag == bindparam("id_tag"),
+            _tx.started_at == bindparam("started_at"),
+            _tx.meter_start == bindparam("meter_start"),
+        )
+    ),
+    select(literal(0).label("started"), *TRANSACTION_COLUMNS).where(
+        and_(
+            _tx.charge_point_id == bindparam("cp"),
+            _tx.connector_id == bindparam("connector"),
+            _tx.state == ACTIVE,
+        )
+    ),
+).order_by(literal_column("id"))
+
+
+class _Appends:
+    """Rows for one append-only table, inserted at once or deferred to :meth:`flush`."""
+
+    __slots__ = ("_c", "_deferred", "_rows", "_sql")
+
+    def __init__(self, connection: Connection, sql: str, *, deferred: bool) -> None:
+        self._c = connection
+        self._sql = sql
+        self._deferred = deferred
+        self._rows: list[tuple[Any, ...]] = []
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        if self._deferred:
+            self._rows.extend(rows)
+        elif rows:
+            self._execute(rows)
+
+    def flush(self) -> None:
+        if self._rows:
+            # Taken first: a failed insert fails the transaction, and must not be
+            # attempted again by a later flush.
+            rows, self._rows = self._rows, []
+            self._execute(rows)
+
+    def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        # One row: a plain execute (executemany costs more for a single row).
+        self._c.exec_driver_sql(self._sql, rows[0] if len(rows) == 1 else rows)
 
 
 class SqlChargePoints:
-    __slots__ = ("_c",)
+    __slots__ = ("_c", "_sql", "_status")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, sql: HotSql, status: _Appends) -> None:
         self._c = connection
+        self._sql = sql
+        self._status = status
 
     def get(self, charge_point_id: str) -> ChargePoint | None:
-        row = self._c.execute(
-            select(t.charge_points).where(t.charge_points.c.id == charge_point_id)
-        ).first()
+        row = self._c.execute(_GET_CHARGE_POINT, {"id": charge_point_id}).first()
         return None if row is None else _charge_point(row)
 
     def list_charge_points(self) -> list[ChargePoint]:
         points = [
             _charge_point(row)
-            for row in self._c.execute(select(t.charge_points).order_by(t.charge_points.c.id))
+            for row in self._c.execute(select(*CHARGE_POINT_COLUMNS).order_by(_cp.id))
         ]
         by_id = {point.id: point for point in points}
         rows = self._c.execute(
-            select(t.connectors).order_by(
-                t.connectors.c.charge_point_id, t.connectors.c.connector_id
-            )
+            select(*CONNECTOR_COLUMNS).order_by(_co.charge_point_id, _co.connector_id)
         )
         for row in rows:
             point = by_id.get(row.charge_point_id)
@@ -190,24 +464,43 @@ class SqlChargePoints:
             fields["registration"] = fields["registration"].value
         result = self._c.execute(
             update(t.charge_points)
-            .where(t.charge_points.c.id == charge_point_id)
+            .where(_cp.id == charge_point_id)
             .values(updated_at=now, **fields)
         )
         return bool(result.rowcount)
 
     def remove(self, charge_point_id: str) -> bool:
-        self._c.execute(
-            delete(t.connectors).where(t.connectors.c.charge_point_id == charge_point_id)
+        self._c.execute(delete(t.connectors).where(_co.charge_point_id == charge_point_id))
+        result = self._c.execute(delete(t.charge_points).where(_cp.id == charge_point_id))
+        return bool(result.rowcount)
+
+    # -- cluster: connection state reconciled with presence (kilowatt.cluster.node)
+
+    def list_connected(self) -> list[tuple[str, datetime | None]]:
+        rows = self._c.execute(select(_cp.id, _cp.connected_since).where(_cp.connected.is_(True)))
+        return [(row.id, row.connected_since) for row in rows]
+
+    def clear_connection(
+        self, charge_point_id: str, *, connected_since: datetime | None, now: datetime
+    ) -> bool:
+        # One conditional UPDATE: PostgreSQL re-checks the condition on a row another
+        # transaction is changing, so a reconnection committed meanwhile wins.
+        since = (
+            _cp.connected_since.is_(None)
+            if connected_since is None
+            else _cp.connected_since == connected_since
         )
         result = self._c.execute(
-            delete(t.charge_points).where(t.charge_points.c.id == charge_point_id)
+            update(t.charge_points)
+            .where(_cp.id == charge_point_id, _cp.connected.is_(True), since)
+            .values(connected=False, connected_since=None, updated_at=now)
         )
         return bool(result.rowcount)
 
     def record_boot(self, charge_point_id: str, boot: BootInfo, now: datetime) -> None:
         self._c.execute(
             update(t.charge_points)
-            .where(t.charge_points.c.id == charge_point_id)
+            .where(_cp.id == charge_point_id)
             .values(
                 vendor=boot.vendor,
                 model=boot.model,
@@ -232,99 +525,88 @@ class SqlChargePoints:
             values.update(connected_since=now, remote_address=remote_address, last_seen_at=now)
         else:
             values.update(connected_since=None)
-        self._c.execute(
-            update(t.charge_points).where(t.charge_points.c.id == charge_point_id).values(**values)
-        )
+        self._c.execute(update(t.charge_points).where(_cp.id == charge_point_id).values(**values))
 
     def touch(self, seen: Sequence[tuple[str, datetime]]) -> None:
         if not seen:
             return
-        self._c.execute(
-            update(t.charge_points)
-            .where(t.charge_points.c.id == bindparam("cp"))
-            .values(last_seen_at=bindparam("seen")),
-            [{"cp": cp, "seen": at} for cp, at in seen],
-        )
+        to_datetime = self._sql.datetime
+        rows = [(to_datetime(at), charge_point_id) for charge_point_id, at in seen]
+        self._c.exec_driver_sql(self._sql.touch_charge_point, rows)
 
     def mark_all_disconnected(self, now: datetime) -> None:
         self._c.execute(
             update(t.charge_points)
-            .where(t.charge_points.c.connected.is_(True))
+            .where(_cp.connected.is_(True))
             .values(connected=False, connected_since=None, updated_at=now)
         )
 
     def get_connector(self, charge_point_id: str, connector_id: int) -> Connector | None:
         row = self._c.execute(
-            select(t.connectors).where(
-                and_(
-                    t.connectors.c.charge_point_id == charge_point_id,
-                    t.connectors.c.connector_id == connector_id,
-                )
-            )
+            _GET_CONNECTOR, {"cp": charge_point_id, "connector": connector_id}
         ).first()
         return None if row is None else _connector(row)
 
     def list_connectors(self, charge_point_id: str) -> list[Connector]:
-        rows = self._c.execute(
-            select(t.connectors)
-            .where(t.connectors.c.charge_point_id == charge_point_id)
-            .order_by(t.connectors.c.connector_id)
-        )
+        rows = self._c.execute(_LIST_CONNECTORS, {"cp": charge_point_id})
         return [_connector(row) for row in rows]
 
     def update_connector(self, connector: Connector) -> None:
-        values = {
-            "status": connector.status,
-            "error_code": connector.error_code,
-            "info": connector.info,
-            "vendor_id": connector.vendor_id,
-            "vendor_error_code": connector.vendor_error_code,
-            "status_timestamp": connector.status_timestamp,
-            "updated_at": connector.updated_at,
-        }
-        result = self._c.execute(
-            update(t.connectors)
-            .where(
-                and_(
-                    t.connectors.c.charge_point_id == connector.charge_point_id,
-                    t.connectors.c.connector_id == connector.connector_id,
-                )
-            )
-            .values(**values)
+        # One upsert (ON CONFLICT (charge_point_id, connector_id) DO UPDATE) instead
+        # of an UPDATE followed, the first time, by an INSERT.
+        to_datetime = self._sql.datetime
+        self._c.exec_driver_sql(
+            self._sql.upsert_connector,
+            (
+                connector.charge_point_id,
+                connector.connector_id,
+                connector.status,
+                connector.error_code,
+                connector.info,
+                connector.vendor_id,
+                connector.vendor_error_code,
+                to_datetime(connector.status_timestamp),
+                to_datetime(connector.updated_at),
+            ),
         )
-        if not result.rowcount:
-            self._c.execute(
-                insert(t.connectors).values(
-                    charge_point_id=connector.charge_point_id,
-                    connector_id=connector.connector_id,
-                    **values,
-                )
-            )
 
     def add_status(self, record: StatusRecord) -> None:
-        self._c.execute(
-            insert(t.status_history).values(
-                charge_point_id=record.charge_point_id,
-                connector_id=record.connector_id,
-                status=record.status,
-                error_code=record.error_code,
-                info=record.info,
-                vendor_id=record.vendor_id,
-                vendor_error_code=record.vendor_error_code,
-                timestamp=record.timestamp,
-                received_at=record.received_at,
-            )
+        to_datetime = self._sql.datetime
+        self._status.add(
+            [
+                (
+                    record.charge_point_id,
+                    record.connector_id,
+                    record.status,
+                    record.error_code,
+                    record.info,
+                    record.vendor_id,
+                    record.vendor_error_code,
+                    to_datetime(record.timestamp),
+                    to_datetime(record.received_at),
+                )
+            ]
         )
 
     def list_status_history(
         self, charge_point_id: str, *, connector_id: int | None = None, limit: int = 100
     ) -> list[StatusRecord]:
-        query = select(t.status_history).where(
-            t.status_history.c.charge_point_id == charge_point_id
-        )
+        self._status.flush()
+        sh = t.status_history.c
+        query = select(
+            sh.charge_point_id,
+            sh.connector_id,
+            sh.status,
+            sh.error_code,
+            sh.info,
+            sh.vendor_id,
+            sh.vendor_error_code,
+            sh.timestamp,
+            sh.received_at,
+        ).where(sh.charge_point_id == charge_point_id)
         if connector_id is not None:
-            query = query.where(t.status_history.c.connector_id == connector_id)
-        query = query.order_by(t.status_history.c.id.desc()).limit(limit)
+            query = query.where(sh.connector_id == connector_id)
+        query = query.order_by(sh.id.desc()).limit(limit)
         return [
             StatusRecord(
                 charge_point_id=row.charge_point_id,
@@ -348,12 +630,18 @@ class SqlIdTags:
         self._c = connection
 
     def get(self, id_tag: str) -> IdTag | None:
-        row = self._c.execute(select(t.id_tags).where(t.id_tags.c.id_tag == id_tag)).first()
+        row = self._c.execute(_GET_ID_TAG, {"id_tag": id_tag}).first()
         return None if row is None else _id_tag(row)
+
+    def get_with_active_count(self, id_tag: str) -> tuple[IdTag | None, int]:
+        row = self._c.execute(_GET_ID_TAG_WITH_ACTIVE_COUNT, {"id_tag": id_tag}).first()
+        if row is None:
+            return None, 0
+        return _id_tag(row[:-1]), int(row[-1])
 
     def list_id_tags(self, *, limit: int = 1000, offset: int = 0) -> list[IdTag]:
         rows = self._c.execute(
-            select(t.id_tags).order_by(t.id_tags.c.id_tag).limit(limit).offset(offset)
+            select(*ID_TAG_COLUMNS).order_by(_it.id_tag).limit(limit).offset(offset)
         )
         return [_id_tag(row) for row in rows]
 
@@ -380,25 +668,37 @@ class SqlIdTags:
         if isinstance(fields.get("status"), AuthorizationStatus):
             fields["status"] = fields["status"].value
         result = self._c.execute(
-            update(t.id_tags).where(t.id_tags.c.id_tag == id_tag).values(updated_at=now, **fields)
+            update(t.id_tags).where(_it.id_tag == id_tag).values(updated_at=now, **fields)
         )
         return bool(result.rowcount)
 
     def remove(self, id_tag: str) -> bool:
-        result = self._c.execute(delete(t.id_tags).where(t.id_tags.c.id_tag == id_tag))
+        result = self._c.execute(delete(t.id_tags).where(_it.id_tag == id_tag))
         return bool(result.rowcount)
 
 
-class SqlTransactions:
-    __slots__ = ("_c",)
+# cluster: StartTransaction's rules hold across processes (PostgreSQL row locks).
+_LOCK_FOR_START = select(
+    select(_cp.id).where(_cp.id == bindparam("cp")).with_for_update().scalar_subquery(),
+    select(_it.id_tag).where(_it.id_tag == bindparam("id_tag")).with_for_update().scalar_subquery(),
+)
 
-    def __init__(self, connection: Connection) -> None:
+
+class SqlTransactions:
+    __slots__ = ("_c", "_sql")
+
+    def __init__(self, connection: Connection, sql: HotSql) -> None:
         self._c = connection
+        self._sql = sql
+
+    def lock_for_start(self, charge_point_id: str, id_tag: str) -> None:
+        # cluster: both row locks in one round trip (kilowatt.cluster)
+        if self._c.dialect.name == "sqlite":
+            return
+        self._c.execute(_LOCK_FOR_START, {"cp": charge_point_id, "id_tag": id_tag})
 
     def get(self, transaction_id: int) -> Transaction | None:
-        row = self._c.execute(
-            select(t.transactions).where(t.transactions.c.id == transaction_id)
-        ).first()
+        row = self._c.execute(_GET_TRANSACTION, {"id": transaction_id}).first()
         return None if row is None else _transaction(row)
 
     def find_started(
@@ -409,60 +709,78 @@ class SqlTransactions:
         started_at: datetime,
         meter_start: int,
     ) -> Transaction | None:
-        c = t.transactions.c
         row = self._c.execute(
-            select(t.transactions).where(
-                and_(
-                    c.charge_point_id == charge_point_id,
-                    c.connector_id == connector_id,
-                    c.id_tag == id_tag,
-                    c.started_at == started_at,
-                    c.meter_start == meter_start,
-                )
-            )
+            _FIND_STARTED,
+            {
+                "cp": charge_point_id,
+                "connector": connector_id,
+                "id_tag": id_tag,
+                "started_at": started_at,
+                "meter_start": meter_start,
+            },
         ).first()
         return None if row is None else _transaction(row)
 
     def list_active(
         self, *, charge_point_id: str | None = None, connector_id: int | None = None
     ) -> list[Transaction]:
-        c = t.transactions.c
-        query = select(t.transactions).where(c.state == TransactionState.ACTIVE.value)
-        if charge_point_id is not None:
-            query = query.where(c.charge_point_id == charge_point_id)
-        if connector_id is not None:
-            query = query.where(c.connector_id == connector_id)
-        return [_transaction(row) for row in self._c.execute(query.order_by(c.id))]
+        query = _LIST_ACTIVE[charge_point_id is not None, connector_id is not None]
+        rows = self._c.execute(query, {"cp": charge_point_id, "connector": connector_id})
+        return [_transaction(row) for row in rows]
+
+    def find_for_start(
+        self,
+        charge_point_id: str,
+        connector_id: int,
+        id_tag: str,
+        started_at: datetime,
+        meter_start: int,
+    ) -> tuple[Transaction | None, list[Transaction]]:
+        rows = self._c.execute(
+            _FIND_FOR_START,
+            {
+                "cp": charge_point_id,
+                "connector": connector_id,
+                "id_tag": id_tag,
+                "started_at": started_at,
+                "meter_start": meter_start,
+            },
+        )
+        started: Transaction | None = None
+        active: list[Transaction] = []
+        for row in rows:
+            if row[0]:
+                started = _transaction(row[1:])
+            else:
+                active.append(_transaction(row[1:]))
+        return started, active
 
     def count_active_for_tag(self, id_tag: str) -> int:
-        c = t.transactions.c
-        return int(
-            self._c.execute(
-                select(func.count())
-                .select_from(t.transactions)
-                .where(and_(c.id_tag == id_tag, c.state == TransactionState.ACTIVE.value))
-            ).scalar_one()
-        )
+        return int(self._c.execute(_COUNT_ACTIVE_FOR_TAG, {"id_tag": id_tag}).scalar_one())
+
+    def count_active(self) -> int:
+        return int(self._c.execute(_COUNT_ACTIVE).scalar_one())
 
     def add(self, transaction: Transaction, now: datetime) -> int:
-        result = self._c.execute(
-            insert(t.transactions)
-            .values(
-                charge_point_id=transaction.charge_point_id,
-                connector_id=transaction.connector_id,
-                id_tag=transaction.id_tag,
-                meter_start=transaction.meter_start,
-                started_at=transaction.started_at,
-                reservation_id=transaction.reservation_id,
-                start_status=transaction.start_status.value,
-                state=transaction.state.value,
-                flags=list(transaction.flags),
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(t.transactions.c.id)
+        to_datetime = self._sql.datetime
+        created = to_datetime(now)
+        result = self._c.exec_driver_sql(
+            self._sql.insert_transaction,
+            (
+                transaction.charge_point_id,
+                transaction.connector_id,
+                transaction.id_tag,
+                transaction.meter_start,
+                to_datetime(transaction.started_at),
+                transaction.reservation_id,
+                transaction.start_status.value,
+                transaction.state.value,
+                json_text(transaction.flags),
+                created,
+                created,
+            ),
         )
-        return int(result.scalar_one())
+        return int(result.scalar_one() if self._sql.returning_id else result.lastrowid)
 
     def stop(
         self,
@@ -477,19 +795,20 @@ class SqlTransactions:
         flags: Sequence[str],
         now: datetime,
     ) -> None:
-        self._c.execute(
-            update(t.transactions)
-            .where(t.transactions.c.id == transaction_id)
-            .values(
-                state=state.value,
-                meter_stop=meter_stop,
-                stopped_at=stopped_at,
-                stop_reason=reason,
-                stop_id_tag=stop_id_tag,
-                energy_wh=energy_wh,
-                flags=list(flags),
-                updated_at=now,
-            )
+        to_datetime = self._sql.datetime
+        self._c.exec_driver_sql(
+            self._sql.stop_transaction,
+            (
+                state.value,
+                meter_stop,
+                to_datetime(stopped_at),
+                reason,
+                stop_id_tag,
+                energy_wh,
+                json_text(flags),
+                to_datetime(now),
+                transaction_id,
+            ),
         )
 
     def list_transactions(
@@ -503,19 +822,18 @@ class SqlTransactions:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Transaction]:
-        c = t.transactions.c
-        query = select(t.transactions)
+        query = select(*TRANSACTION_COLUMNS)
         if charge_point_id is not None:
-            query = query.where(c.charge_point_id == charge_point_id)
+            query = query.where(_tx.charge_point_id == charge_point_id)
         if id_tag is not None:
-            query = query.where(c.id_tag == id_tag)
+            query = query.where(_tx.id_tag == id_tag)
         if state is not None:
-            query = query.where(c.state == state.value)
+            query = query.where(_tx.state == state.value)
         if since is not None:
-            query = query.where(c.started_at >= since)
+            query = query.where(_tx.started_at >= since)
         if until is not None:
-            query = query.where(c.started_at < until)
-        query = query.order_by(c.id.desc()).limit(limit).offset(offset)
+            query = query.where(_tx.started_at < until)
+        query = query.order_by(_tx.id.desc()).limit(limit).offset(offset)
         return [_transaction(row) for row in self._c.execute(query)]
 
     def add_unknown_stop(self, stop: UnknownStop) -> bool:
@@ -551,66 +869,92 @@ class SqlTransactions:
 
 
 class SqlMeterValues:
-    __slots__ = ("_c",)
+    __slots__ = ("_c", "_rows", "_sql")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, sql: HotSql, rows: _Appends) -> None:
         self._c = connection
+        self._sql = sql
+        self._rows = rows
 
-    def add_many(self, samples: Sequence[MeterSample], received_at: datetime) -> int:
-        if not samples:
-            return 0
-        rows = [
-            {
-                "charge_point_id": s.charge_point_id,
-                "connector_id": s.connector_id,
-                "transaction_id": s.transaction_id,
-                "timestamp": s.timestamp,
-                "measurand": s.measurand,
-                "phase": s.phase or "",
-                "unit": s.unit,
-                "context": s.context,
-                "location": s.location,
-                "format": s.format,
-                "raw_value": s.raw_value,
-                "value": float(s.value) if s.value is not None else None,
-                "received_at": received_at,
-            }
-            for s in samples
-        ]
-        # RETURNING counts what was new on every driver (asyncpg reports no rowcount
-        # for executemany).
-        result = self._c.execute(
-            _insert_ignoring_duplicates(self._c, t.meter_values).returning(t.meter_values.c.id),
-            rows,
+    def add_many(self, samples: Sequence[MeterSample], received_at: datetime) -> None:
+        # INSERT ... ON CONFLICT DO NOTHING: a retransmitted sample is skipped by the
+        # unique index. No RETURNING: nobody needs the count, and deferred rows
+        # (see _Appends) could not tell it anyway.
+        to_datetime = self._sql.datetime
+        received = to_datetime(received_at)
+        self._rows.add(
+            [
+                (
+                    s.charge_point_id,
+                    s.connector_id,
+                    s.transaction_id,
+                    to_datetime(s.timestamp),
+                    s.measurand,
+                    s.phase or "",
+                    s.unit,
+                    s.context,
+                    s.location,
+                    s.format,
+                    s.raw_value,
+                    None if s.value is None else float(s.value),
+                    received,
+                )
+                for s in samples
+            ]
         )
-        return len(result.all())
 
     def list_for_transaction(self, transaction_id: int) -> list[MeterSample]:
+        self._rows.flush()
         rows = self._c.execute(
-            select(t.meter_values)
-            .where(t.meter_values.c.transaction_id == transaction_id)
-            .order_by(t.meter_values.c.timestamp, t.meter_values.c.id)
+            select(*METER_VALUE_COLUMNS)
+            .where(_mv.transaction_id == transaction_id)
+            .order_by(_mv.timestamp, _mv.id)
         )
         return [_sample(row) for row in rows]
 
     def list_for_charge_point(self, charge_point_id: str, *, limit: int = 100) -> list[MeterSample]:
+        self._rows.flush()
         rows = self._c.execute(
-            select(t.meter_values)
-            .where(t.meter_values.c.charge_point_id == charge_point_id)
-            .order_by(t.meter_values.c.id.desc())
+            select(*METER_VALUE_COLUMNS)
+            .where(_mv.charge_point_id == charge_point_id)
+            .order_by(_mv.id.desc())
             .limit(limit)
         )
         return [_sample(row) for row in rows]
 
 
 class SqlRepositories:
-    """All repositories over one connection (one unit of work)."""
+    """All repositories over one connection (one unit of work, or a group of them).
 
-    __slots__ = ("api_tokens", "charge_points", "id_tags", "meter_values", "transactions")
+    With ``defer_appends`` the meter values and status history rows are collected
+    and only inserted by :meth:`flush`, which the owner must call before it commits;
+    the group commit uses it to insert a whole group's rows with one statement per
+    table. Without it (the default) every row is inserted at once.
+    """
 
-    def __init__(self, connection: Connection) -> None:
+    __slots__ = (
+        "_appends",
+        "api_tokens",
+        "charge_points",
+        "configuration",
+        "id_tags",
+        "meter_values",
+        "transactions",
+    )
+
+    def __init__(self, connection: Connection, *, defer_appends: bool = False) -> None:
+        sql = hot_sql(connection.dialect)
+        meter_rows = _Appends(connection, sql.insert_meter_values, deferred=defer_appends)
+        status_rows = _Appends(connection, sql.insert_status, deferred=defer_appends)
+        self._appends = (meter_rows, status_rows)
         self.api_tokens = SqlApiTokens(connection)
-        self.charge_points = SqlChargePoints(connection)
+        self.charge_points = SqlChargePoints(connection, sql, status_rows)
+        self.configuration = SqlConfiguration(connection)
         self.id_tags = SqlIdTags(connection)
-        self.transactions = SqlTransactions(connection)
-        self.meter_values = SqlMeterValues(connection)
+        self.transactions = SqlTransactions(connection, sql)
+        self.meter_values = SqlMeterValues(connection, sql, meter_rows)
+
+    def flush(self) -> None:
+        """Insert the deferred rows, in the current transaction."""
+        for appends in self._appends:
+            appends.flush()

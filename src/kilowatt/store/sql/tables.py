@@ -28,8 +28,16 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "api_tokens",
     "charge_points",
+    "configuration_changes",
+    "configuration_desired",
+    "configuration_reported",
+    "configuration_sync",
+    "configuration_template_members",
+    "configuration_template_values",
+    "configuration_templates",
     "connectors",
     "id_tags",
+    "message_log",
     "metadata",
     "meter_values",
     "status_history",
@@ -252,4 +260,155 @@ api_tokens = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+)
+
+# The message log: every OCPP frame in and out, for diagnostics, kept
+# ``message_log_retention_days``. Rows arrive in batches from
+# :mod:`kilowatt.services.message_log`; ids grow with time, which is what the
+# newest-first listing and the retention purge rely on (no index on logged_at).
+message_log = Table(
+    "message_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("charge_point_id", CP_ID, nullable=False),
+    Column("direction", String(3), nullable=False),  # "in" (from the charge point) or "out"
+    Column("logged_at", UTCDateTime, nullable=False),
+    Column("message_type", Integer),  # 2 CALL, 3 CALLRESULT, 4 CALLERROR; NULL: unparseable
+    Column("unique_id", String(64)),
+    Column("action", String(64)),  # for results too, from the CALL they answer
+    Column("frame", Text, nullable=False),  # the raw text, cut at message_log_max_payload
+    Column("size", Integer, nullable=False),  # bytes of the whole frame
+    Column("truncated", Boolean, nullable=False),
+    Index(None, "charge_point_id", "id"),
+)
+
+# ------------------------------------------------- charge point configuration
+# OCPP 1.6 §9 configuration keys (kilowatt.domain.configuration): what each charge
+# point last reported, what the operator wants it to have (its own values, on top
+# of its template's), and every ChangeConfiguration sent with its answer.
+# Key and value lengths as in the OCPP-J schemas (CiString50Type, CiString500Type).
+CONFIG_KEY = String(50)
+TEMPLATE_NAME = String(50)
+
+configuration_reported = Table(
+    "configuration_reported",
+    metadata,
+    Column(
+        "charge_point_id",
+        CP_ID,
+        ForeignKey("charge_points.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key", CONFIG_KEY, primary_key=True),
+    Column("value", Text),  # never the value of a write-only key
+    Column("readonly", Boolean),  # NULL for an unknown key
+    Column("unknown", Boolean, nullable=False),  # answered in unknownKey
+    Column("reported_at", UTCDateTime, nullable=False),
+)
+
+configuration_sync = Table(
+    "configuration_sync",
+    metadata,
+    Column(
+        "charge_point_id",
+        CP_ID,
+        ForeignKey("charge_points.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("synced_at", UTCDateTime),  # last complete GetConfiguration
+    Column("error", Text),  # why the last GetConfiguration failed
+    Column("error_at", UTCDateTime),
+)
+
+configuration_templates = Table(
+    "configuration_templates",
+    metadata,
+    Column("name", TEMPLATE_NAME, primary_key=True),
+    Column("description", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+configuration_template_values = Table(
+    "configuration_template_values",
+    metadata,
+    Column(
+        "template",
+        TEMPLATE_NAME,
+        ForeignKey("configuration_templates.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key", CONFIG_KEY, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+configuration_template_members = Table(
+    "configuration_template_members",
+    metadata,
+    Column(
+        "charge_point_id",
+        CP_ID,
+        ForeignKey("charge_points.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "template",
+        TEMPLATE_NAME,
+        ForeignKey("configuration_templates.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("assigned_at", UTCDateTime, nullable=False),
+    Index(None, "template"),
+)
+
+configuration_desired = Table(
+    "configuration_desired",
+    metadata,
+    Column(
+        "charge_point_id",
+        CP_ID,
+        ForeignKey("charge_points.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key", CONFIG_KEY, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+configuration_changes = Table(
+    "configuration_changes",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "charge_point_id",
+        CP_ID,
+        ForeignKey("charge_points.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("key", CONFIG_KEY, nullable=False),
+    Column("value", Text),  # NULL for a write-only key: only that it was set is kept
+    Column("secret", Boolean, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("status", String(16)),  # ConfigurationStatus; NULL when there was no answer
+    Column("error", Text),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime),
+    Index(None, "charge_point_id", "key", "id"),
+)
+
+# Cluster: at most one active transaction per connector, whichever process records
+# it (StartTransaction closes the previous one first, under a row lock, so this never
+# trips in normal operation; it is the guarantee if anything else goes wrong).
+Index(
+    "uq_transactions_active_connector",
+    transactions.c.charge_point_id,
+    transactions.c.connector_id,
+    unique=True,
+    postgresql_where=transactions.c.state == "active",
+    sqlite_where=transactions.c.state == "active",
 )

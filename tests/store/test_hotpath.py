@@ -1,0 +1,119 @@
+"""The hot-path SQL: parameters converted exactly as the column types convert them.
+
+Rows written through ``exec_driver_sql`` are compared, filtered and read back
+through SQLAlchemy Core, so the stored form must be the same on both paths.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import JSON, Dialect
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.dialects.sqlite.pysqlite import dialect as pysqlite_dialect
+from sqlalchemy.exc import StatementError
+
+from kilowatt.store.sql.hotpath import (
+    hot_sql,
+    json_text,
+    postgresql_datetime,
+    sqlite_datetime,
+)
+from kilowatt.store.sql.tables import UTCDateTime
+
+SQLITE = pysqlite_dialect()
+POSTGRESQL = asyncpg_dialect()
+
+zones = st.builds(
+    timezone,
+    st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23)),
+)
+aware = st.datetimes(
+    min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=zones
+) | st.datetimes(
+    min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+
+
+def core_bind(dialect: Dialect, value: Any) -> Any:
+    """What SQLAlchemy sends the driver for a UTCDateTime column."""
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    return processor(value)
+
+
+@given(aware)
+def test_sqlite_datetime_is_what_core_stores(value: datetime) -> None:
+    assert sqlite_datetime(value) == core_bind(SQLITE, value)
+
+
+@given(aware)
+def test_postgresql_datetime_is_what_core_binds(value: datetime) -> None:
+    converted = postgresql_datetime(value)
+    expected = core_bind(POSTGRESQL, value)
+    assert converted == expected
+    assert converted is not None
+    assert converted.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC),  # microsecond 0 is still written
+        datetime(2025, 3, 14, 9, 26, 53, 1, tzinfo=UTC),
+        datetime(2024, 2, 29, 0, 30, tzinfo=timezone(timedelta(hours=2))),  # day before
+        datetime(999, 1, 1, 12, tzinfo=UTC),  # four-digit year
+    ],
+)
+def test_sqlite_datetime_edge_cases(value: datetime) -> None:
+    text = sqlite_datetime(value)
+    assert text == core_bind(SQLITE, value)
+    assert text is not None
+    assert len(text) == len("2025-03-14 09:26:53.000000")
+
+
+def test_none_stays_none() -> None:
+    assert sqlite_datetime(None) is None
+    assert postgresql_datetime(None) is None
+
+
+@pytest.mark.parametrize("convert", [sqlite_datetime, postgresql_datetime])
+def test_naive_datetime_is_refused_like_core_does(convert: Any) -> None:
+    naive = datetime(2025, 1, 1, 12)
+    with pytest.raises(StatementError, match="naive datetime") as refused:
+        convert(naive)
+    assert isinstance(refused.value.orig, ValueError)
+
+
+@pytest.mark.parametrize("dialect", [SQLITE, POSTGRESQL], ids=["sqlite", "postgresql"])
+def test_json_text_is_what_core_binds(dialect: Dialect) -> None:
+    processor = JSON().dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    for flags in [(), ("late",), ["abandoned", "stop-late", 'quote"d', "ünïcode"]]:
+        assert json_text(flags) == processor(list(flags))
+
+
+def test_statements_render_for_both_engines() -> None:
+    sqlite = hot_sql(SQLITE)
+    assert sqlite.insert_meter_values.endswith("ON CONFLICT DO NOTHING")
+    assert "RETURNING" not in sqlite.insert_meter_values
+    assert "RETURNING" not in sqlite.insert_status
+    assert "RETURNING" not in sqlite.insert_transaction  # the cursor's lastrowid is the id
+    assert not sqlite.returning_id
+    assert "ON CONFLICT (charge_point_id, connector_id) DO UPDATE" in sqlite.upsert_connector
+    assert sqlite.insert_status.count("?") == 9
+
+    postgresql = hot_sql(POSTGRESQL)
+    # asyncpg takes numbered placeholders; SQLAlchemy adds the type casts it renders.
+    assert "$13::TIMESTAMP WITH TIME ZONE" in postgresql.insert_meter_values
+    assert "RETURNING" not in postgresql.insert_meter_values
+    assert "RETURNING" not in postgresql.insert_status
+    assert postgresql.insert_transaction.endswith("RETURNING transactions.id")
+    assert postgresql.returning_id
+    assert "$7::JSON" in postgresql.stop_transaction
+    assert postgresql.stop_transaction.endswith("WHERE transactions.id = $9::INTEGER")
+    assert hot_sql(POSTGRESQL) is postgresql  # rendered once per dialect
