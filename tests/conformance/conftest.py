@@ -78,7 +78,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "| case | name | profile | result |",
         "|---|---|---|---|",
     ]
-    for name in sorted(_results):
+    order = {"Core": 0, "Security": 1, "Hostile charge point": 2}
+    for name in sorted(_results, key=lambda n: (order.get(_results[n][0], 9), n)):
         profile, outcome, _ = _results[name]
         match = CASE.match(name)
         if match:
@@ -89,5 +90,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             title = name.removeprefix("test_").replace("_", " ")
         lines.append(f"| {case} | {title} | {profile} | {outcome} |")
     passed = sum(1 for p, o, _ in _results.values() if o == "passed")
-    lines += ["", f"{passed} of {len(_results)} passed.", ""]
+    lines += [
+        "",
+        f"{passed} of {len(_results)} passed.",
+        "",
+        "Not automated yet (they land with their features): the Local Authorization List",
+        "(6 cases), Firmware Management (5), Reservation (10), Remote Trigger (2), Smart",
+        "Charging (5) and the remaining Security cases (11).",
+        "",
+    ]
     Path(target).write_text("\n".join(lines))

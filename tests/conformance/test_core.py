@@ -707,3 +707,135 @@ async def test_tc_039_offline_transaction(server: Server, api: httpx.AsyncClient
     assert stored["energy_wh"] == 1400
     assert [s["raw_value"] for s in stored["meter_values"]] == ["700"]
     assert stored["started_at"] < stored["meter_values"][0]["timestamp"] < stored["stopped_at"]
+
+
+# ------------------------------------------------------------- configuration
+
+
+def key_table(**values: str) -> list[dict[str, Any]]:
+    return [
+        {"key": key, "readonly": key == "NumberOfConnectors", "value": value}
+        for key, value in values.items()
+    ]
+
+
+KEYS = {
+    "HeartbeatInterval": "300",
+    "MeterValueSampleInterval": "60",
+    "NumberOfConnectors": "2",
+    "SupportedFeatureProfiles": "Core,RemoteTrigger",
+}
+
+
+async def test_tc_019_1_retrieve_all_configuration_keys(
+    server: Server, api: httpx.AsyncClient
+) -> None:
+    """The operator asks for the whole configuration: GetConfiguration with no key; the
+    answer is recorded as the charge point's reported configuration. (Choice: no
+    GetConfiguration is sent on its own after boot — `configuration_sync_on_boot` is off
+    for this suite, as the compliance tool expects.)"""
+    cp_id = new_id("TC0191")
+    await register(api, cp_id)
+    async with station(server, cp_id) as cp:
+        await cp.boot()
+        no_unsolicited_calls(cp)
+        cp.answers["GetConfiguration"] = call_result.GetConfiguration(
+            configuration_key=key_table(**KEYS)
+        )
+        response = await api.post(f"/api/v1/charge-points/{cp_id}/configuration/refresh")
+        assert response.status_code == 200, response.text
+        assert (await cp.wait_for_call("GetConfiguration"))[3] == {}
+    reported = {r["key"]: (r["value"], r["readonly"]) for r in response.json()["reported"]}
+    assert reported == {
+        "HeartbeatInterval": ("300", False),
+        "MeterValueSampleInterval": ("60", False),
+        "NumberOfConnectors": ("2", True),
+        "SupportedFeatureProfiles": ("Core,RemoteTrigger", False),
+    }
+
+
+async def test_tc_019_2_retrieve_specific_configuration_key(
+    server: Server, api: httpx.AsyncClient
+) -> None:
+    """GetConfiguration for one key (and one the charge point does not know): the value
+    is answered and recorded, the unknown key listed as such."""
+    cp_id = new_id("TC0192")
+    await register(api, cp_id)
+    async with station(server, cp_id) as cp:
+        await cp.boot()
+        cp.answers["GetConfiguration"] = call_result.GetConfiguration(
+            configuration_key=key_table(HeartbeatInterval="300"), unknown_key=["NoSuchKey"]
+        )
+        response = await api.post(
+            f"/api/v1/charge-points/{cp_id}/calls/GetConfiguration",
+            json={"key": ["HeartbeatInterval", "NoSuchKey"]},
+        )
+        assert response.status_code == 200
+        assert response.json() == {
+            "configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}],
+            "unknownKey": ["NoSuchKey"],
+        }
+        assert (await cp.wait_for_call("GetConfiguration"))[3] == {
+            "key": ["HeartbeatInterval", "NoSuchKey"]
+        }
+    state = (await api.get(f"/api/v1/charge-points/{cp_id}/configuration")).json()
+    assert {r["key"]: r["value"] for r in state["reported"] if not r["unknown"]} == {
+        "HeartbeatInterval": "300"
+    }
+    assert state["unknown_keys"] == ["NoSuchKey"]
+
+
+async def change_case(
+    server: Server, api: httpx.AsyncClient, case: str, key: str, value: str, answer: str
+) -> dict[str, Any]:
+    cp_id = new_id(case)
+    await register(api, cp_id)
+    async with station(server, cp_id) as cp:
+        await cp.boot()
+        cp.answers["ChangeConfiguration"] = call_result.ChangeConfiguration(status=answer)
+        response = await api.put(
+            f"/api/v1/charge-points/{cp_id}/configuration/{key}", json={"value": value}
+        )
+        assert response.status_code == 200, response.text
+        assert (await cp.wait_for_call("ChangeConfiguration"))[3] == {"key": key, "value": value}
+        assert cp.last_exchange("ChangeConfiguration")[1][2] == {"status": answer}
+        no_unsolicited_calls(cp, "ChangeConfiguration")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == answer
+    state = (await api.get(f"/api/v1/charge-points/{cp_id}/configuration")).json()
+    recorded = {a["key"]: (a["value"], a["status"]) for a in state["last_answers"]}
+    assert recorded[key] == (value, answer)
+    return state
+
+
+async def test_tc_021_change_set_configuration(server: Server, api: httpx.AsyncClient) -> None:
+    """ChangeConfiguration of a read-write key with a valid value: Accepted, recorded.
+    (Choice: no GetConfiguration follows on its own.)"""
+    await change_case(server, api, "TC021", "MeterValueSampleInterval", "30", "Accepted")
+
+
+async def test_tc_040_1_configuration_keys_not_supported(
+    server: Server, api: httpx.AsyncClient
+) -> None:
+    """A key the charge point does not support (a vendor key, allowed through and sent as
+    a string): NotSupported, recorded and returned as the charge point's answer."""
+    await change_case(server, api, "TC0401", "VendorSpecificKey", "on", "NotSupported")
+
+
+async def test_tc_040_2_configuration_keys_invalid_value(
+    server: Server, api: httpx.AsyncClient
+) -> None:
+    """A value the catalogue accepts but this charge point refuses: Rejected, recorded.
+    Values the catalogue itself refuses never reach the charge point (422)."""
+    await change_case(server, api, "TC0402", "HeartbeatInterval", "86400", "Rejected")
+    cp_id = new_id("TC0402b")
+    await register(api, cp_id)
+    async with station(server, cp_id) as cp:
+        await cp.boot()
+        response = await api.put(
+            f"/api/v1/charge-points/{cp_id}/configuration/HeartbeatInterval",
+            json={"value": "soon"},
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_value"
+        assert cp.calls_received() == []
