@@ -115,6 +115,8 @@ class LoadResult:
     connect_s: float  # time the connect phase took
     calls: int  # CALLs answered (CALLRESULT or CALLERROR) during the window
     msgs_per_s: float  # calls / duration_s
+    transactions: int  # charging sessions completed (StopTransaction answered) in the window
+    transactions_per_s: float
     p50_ms: float
     p90_ms: float
     p99_ms: float
@@ -147,6 +149,7 @@ class _Stats:
         self.sessions_open = False
         self.answered_total = 0
         self.answered_window = 0
+        self.transactions_window = 0  # StopTransaction answered: whole sessions
         self.latencies = array("d")
         self.connected = 0
         self.errors: dict[str, int] = {
@@ -217,6 +220,7 @@ class ChargePointSim(WSListener):
         self.msg_counter = 0
         self.pending_id: str | None = None
         self.pending_step = -1  # -1 = BootNotification
+        self.pending_stop = False
         self.sent_at = 0.0
         self.transaction_id = 0
         self.meter_wh = 1000 + index * 10
@@ -311,6 +315,7 @@ class ChargePointSim(WSListener):
         msg_id = str(self.msg_counter)
         self.pending_id = msg_id
         self.pending_step = step
+        self.pending_stop = action == "StopTransaction"
         self.sent_at = time.perf_counter()
         transport.send(WSMsgType.TEXT, orjson.dumps([CALL, msg_id, action, payload]))
 
@@ -441,6 +446,8 @@ class ChargePointSim(WSListener):
         if stats.measuring:
             stats.answered_window += 1
             stats.latencies.append(latency)
+            if self.pending_stop and kind == CALLRESULT:
+                stats.transactions_window += 1
         if kind == CALLERROR:
             code = msg[2] if len(msg) > 2 else "?"
             description = msg[3] if len(msg) > 3 else ""
@@ -795,6 +802,8 @@ async def run_load(
         connect_s=round(connect_s, 3),
         calls=calls,
         msgs_per_s=round(calls / window, 1),
+        transactions=stats.transactions_window,
+        transactions_per_s=round(stats.transactions_window / window, 1),
         p50_ms=round(_percentile(ordered, 50) * 1000, 3),
         p90_ms=round(_percentile(ordered, 90) * 1000, 3),
         p99_ms=round(_percentile(ordered, 99) * 1000, 3),
@@ -823,6 +832,8 @@ def format_result(result: LoadResult) -> str:
         f"(connect phase {result.connect_s:.1f}s, reconnects {result.reconnects})",
         f"window         {result.duration_s:.1f}s after {result.warmup_s:g}s warm-up",
         f"answered CALLs {result.calls}  ->  {result.msgs_per_s:,.0f} msgs/s",
+        f"transactions   {result.transactions}  ->  {result.transactions_per_s:,.1f} /s "
+        "(complete sessions: Start, 10 MeterValues, Stop)",
         f"latency ms     p50 {result.p50_ms:.2f}  p90 {result.p90_ms:.2f}  "
         f"p99 {result.p99_ms:.2f}  max {result.max_ms:.2f}  mean {result.mean_ms:.2f}",
         f"errors         {result.errors} ({breakdown})",
