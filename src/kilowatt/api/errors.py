@@ -97,17 +97,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(InvalidPayload)
-    async def invalid_payload(request: Request, exc: InvalidPayload) -> JSONResponse:
-        return _response(
-            422,
-            "invalid_payload",
-            f"the {exc.action} payload does not conform to the OCPP 1.6 schema: "
-            f"{exc.error.description}",
-            {"ocppErrorCode": str(exc.error.code), **exc.error.details},
-        )
-
     @app.exception_handler(OutgoingValidationError)
-    async def outgoing_invalid(request: Request, exc: OutgoingValidationError) -> JSONResponse:
+    async def invalid_payload(
+        request: Request, exc: InvalidPayload | OutgoingValidationError
+    ) -> JSONResponse:
+        # Refused by the service (InvalidPayload) or by the session at the last moment
+        # (OutgoingValidationError): either way nothing was sent.
         return _response(
             422,
             "invalid_payload",
