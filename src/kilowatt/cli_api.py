@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from kilowatt.cli_common import (
-    EXIT_ERROR,
     EXIT_USAGE,
     CommandError,
     Context,
@@ -29,19 +28,20 @@ from kilowatt.cli_common import (
     charge_point_id_argument,
     json_datetime,
 )
+from kilowatt.cli_http import (
+    DEFAULT_URL,
+    MAX_CALL_TIMEOUT,
+    READ_MARGIN,
+    TOKEN_ENV,
+    api_request,
+)
 from kilowatt.domain.models import ApiToken
 from kilowatt.services.api_tokens import Role
 from kilowatt.store.base import AlreadyExists
 
 __all__ = ["add_api_commands", "call_command"]
 
-TOKEN_ENV = "KILOWATT_API_TOKEN"
-DEFAULT_URL = "http://127.0.0.1:9000"
 TOKEN_NAME_MAX_LENGTH = 100  # the api_tokens.name column
-MAX_CALL_TIMEOUT = 300.0  # what the API accepts
-CONNECT_TIMEOUT = 10.0
-# Without --timeout the server waits its own call_timeout; allow for the longest.
-READ_MARGIN = 10.0
 
 
 def add_api_commands(commands: Subcommands) -> None:
@@ -283,66 +283,7 @@ def _post_call(
     payload: dict[str, Any],
     timeout: float | None,
 ) -> Any:
-    try:
-        import httpx  # only this command needs it
-    except ImportError:
-        raise CommandError("`kilowatt call` needs the httpx package: pip install httpx") from None
-
-    url = (
-        f"{base}/api/v1/charge-points/{quote(charge_point_id, safe='')}"
-        f"/calls/{quote(action, safe='')}"
-    )
-    params = {"timeout": f"{timeout:g}"} if timeout is not None else {}
+    path = f"/api/v1/charge-points/{quote(charge_point_id, safe='')}/calls/{quote(action, safe='')}"
+    params = {"timeout": f"{timeout:g}"} if timeout is not None else None
     wait = (timeout if timeout is not None else MAX_CALL_TIMEOUT) + READ_MARGIN
-    try:
-        with httpx.Client(timeout=httpx.Timeout(wait, connect=CONNECT_TIMEOUT)) as client:
-            response = client.post(
-                url,
-                json=payload,
-                params=params,
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            )
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise CommandError(
-            f"cannot reach the Kilowatt API at {base} ({_reason(exc)}): is `kilowatt serve` "
-            "running? pass --url with the address it serves on"
-        ) from None
-    except httpx.TimeoutException:
-        raise CommandError(
-            f"no answer from {base} within {wait:g} seconds; is it a Kilowatt server? "
-            "pass --url with the address `kilowatt serve` serves on"
-        ) from None
-    except httpx.HTTPError as exc:
-        raise CommandError(f"cannot talk to the Kilowatt API at {base}: {_reason(exc)}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.is_success and body is not None:
-        return body
-    message = _error_message(body)
-    if message is None:
-        raise CommandError(
-            f"{base} answered HTTP {response.status_code} {response.reason_phrase} without a "
-            "Kilowatt error; is it a Kilowatt server? pass --url with the address "
-            "`kilowatt serve` serves on",
-            code=EXIT_ERROR,
-        )
-    raise CommandError(message, code=EXIT_ERROR)
-
-
-def _error_message(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
-        return None
-    message: str = error["message"]
-    if error.get("code") == "unauthorized":
-        message += f" (pass an admin token with --token or {TOKEN_ENV})"
-    return message
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    return api_request("POST", base, path, token, body=payload, params=params, wait=wait)

@@ -11,17 +11,13 @@ A write-only key (AuthorizationKey) is never printed: the server never returns i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from rich.text import Text
 
 from kilowatt.api.routes.configuration import ConfigurationOut, DriftOut
-from kilowatt.cli_api import CONNECT_TIMEOUT, DEFAULT_URL, MAX_CALL_TIMEOUT, READ_MARGIN, TOKEN_ENV
 from kilowatt.cli_common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -36,6 +32,7 @@ from kilowatt.cli_common import (
     run_command,
     show_datetime,
 )
+from kilowatt.cli_http import DEFAULT_URL, MAX_CALL_TIMEOUT, READ_MARGIN, TOKEN_ENV, api_request
 from kilowatt.domain.configuration import (
     CATALOGUE,
     MAX_KEY_LENGTH,
@@ -245,73 +242,6 @@ def _not_registered(charge_point_id: str) -> CommandError:
     return CommandError(
         f"charge point {charge_point_id!r} is not registered; see `kilowatt charge-point list`"
     )
-
-
-# ----------------------------------------------------------- the HTTP client
-
-
-def api_request(
-    method: str,
-    base: str,
-    path: str,
-    token: str,
-    *,
-    body: Any = None,
-    params: dict[str, Any] | None = None,
-    wait: float = MAX_CALL_TIMEOUT + READ_MARGIN,
-) -> Any:
-    """One request to the Kilowatt API; the decoded JSON answer, or CommandError with
-    the API's own message."""
-    url = f"{base}{path}"
-    if params:
-        url += "?" + urlencode(params, doseq=True)
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    # Never a proxy from the environment: the API is usually on this machine.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=max(wait, CONNECT_TIMEOUT)) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        raise CommandError(_api_error(base, exc.code, raw), code=EXIT_ERROR) from None
-    except TimeoutError:
-        raise CommandError(
-            f"no answer from {base} within {wait:g} seconds; is it a Kilowatt server? pass "
-            "--url with the address `kilowatt serve` serves on"
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CommandError(
-            f"cannot reach the Kilowatt API at {base} ({reason}): is `kilowatt serve` "
-            "running? pass --url with the address it serves on"
-        ) from None
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise CommandError(
-            f"{base} answered something that is not JSON; is it a Kilowatt server?"
-        ) from None
-
-
-def _api_error(base: str, status: int, raw: bytes) -> str:
-    try:
-        error = json.loads(raw)["error"]
-        message = str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        return (
-            f"{base} answered HTTP {status} without a Kilowatt error; is it a Kilowatt "
-            "server? pass --url with the address `kilowatt serve` serves on"
-        )
-    if error.get("code") == "unauthorized":
-        message += f" (pass an admin token with --token or {TOKEN_ENV})"
-    return message
 
 
 def _client(args: argparse.Namespace, out: Output) -> tuple[str, str] | int:
