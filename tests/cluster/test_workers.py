@@ -55,7 +55,7 @@ async def test_two_workers_share_the_port(
 ) -> None:
     server = spawn("workers", cluster_database, redis_url, "--workers", "2", node_id="w")
     redis = aioredis.Redis.from_url(redis_url)
-    points = [SimChargePoint(f"W-{i:02d}") for i in range(16)]
+    points = [SimChargePoint(f"W-{i:02d}", timeout=TIMEOUT) for i in range(16)]
     try:
 
         def ready(count: int) -> Callable[[], Awaitable[bool]]:
@@ -71,12 +71,18 @@ async def test_two_workers_share_the_port(
         pids = await node_pids(redis)
         await asyncio.gather(*(cp.connect(server.ws) for cp in points))
 
-        async def holders() -> set[str]:
+        async def holders() -> dict[str, str]:
             values = await redis.mget([f"kilowatt:0:cp:{cp.id}" for cp in points])
-            return {value.decode().split(" ")[0] for value in values if value is not None}
+            return {
+                cp.id: value.decode().split(" ")[0]
+                for cp, value in zip(points, values, strict=True)
+                if value is not None
+            }
 
         # The kernel spread the connections over both workers (2/65536 that it did not).
-        assert await holders() == {"w-1", "w-2"}
+        held = await holders()
+        assert set(held.values()) == {"w-1", "w-2"}, held
+        on_worker_1 = [cp for cp in points if held[cp.id] == "w-1"]
 
         async with api_client(server, cluster_database) as api:
             for cp in points:  # each request lands on either worker
@@ -89,17 +95,22 @@ async def test_two_workers_share_the_port(
             # A worker dies: the supervisor starts another; its charge points come back.
             os.kill(pids["w-1"], signal.SIGKILL)
 
+            async def dropped() -> bool:
+                return all(cp.closed.is_set() for cp in on_worker_1)
+
+            await wait_for(dropped, "worker 1's charge points to lose their sockets")
             await wait_for(ready(3), "a new worker 1")
             assert await node_pids(redis) != pids
             assert "worker exited unexpectedly; restarting it" in server.output()
-            for cp in points:
-                if cp.closed.is_set():  # it was on worker 1
-                    await cp.connect(server.ws)
+            await asyncio.gather(*(cp.connect(server.ws) for cp in on_worker_1))
             for cp in points:
                 response = await api.post(
                     f"/api/v1/charge-points/{cp.id}/calls/Reset", json={"type": "Hard"}
                 )
                 assert response.status_code == 200, response.text
+    except BaseException:
+        print(server.output()[-6000:])  # the workers' side of a failure
+        raise
     finally:
         await asyncio.gather(*(cp.close() for cp in points))
         await redis.aclose()
