@@ -98,11 +98,7 @@ class _Sink:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def recv(self) -> str:  # pragma: no cover - never read from
-        await asyncio.Event().wait()
-        return ""
-
-    async def send_text(self, frame: bytes) -> None:
+    def send_text(self, frame: bytes) -> None:
         self.sent += 1
 
     async def send(self, frame: str) -> None:
@@ -136,7 +132,7 @@ def kilowatt_route(*, metrics: bool = False) -> tuple[Callable[[str], Awaitable[
     connection = ChargePointConnection("BENCH", sink, session, router, metrics=hooks)
 
     async def route(message: str) -> None:
-        await connection._on_message(message)
+        connection.message_received(message)
         worker = connection._worker
         if worker is not None:
             await worker

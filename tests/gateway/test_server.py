@@ -669,6 +669,25 @@ async def test_graceful_shutdown_closes_clients_with_going_away(start_app: Start
         assert ws.close_code == 1001
 
 
+async def test_shutdown_cuts_connections_that_never_sent_an_upgrade(
+    start_app: StartApp,
+) -> None:
+    app = await start_app()  # the gateway allows 10 s for an upgrade
+    port = app.gateway.port
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ocpp/CP1 HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        await writer.drain()
+    await eventually(lambda: len(app.gateway._all) == 1, "the OCPP side to have the connection")
+    try:
+        async with asyncio.timeout(3.0):
+            await app.stop()
+        async with asyncio.timeout(TIMEOUT):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+
+
 # ------------------------------------------------------------------------ uvloop
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,11 +107,7 @@ class _Sink:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def recv(self) -> str:  # pragma: no cover - never read from
-        await asyncio.Event().wait()
-        return ""
-
-    async def send_text(self, frame: bytes) -> None:
+    def send_text(self, frame: bytes) -> None:
         self.sent.append(frame)
 
     async def close(self, code: int, reason: str) -> None:
@@ -135,7 +130,7 @@ async def test_a_connection_with_two_observers_and_metrics() -> None:
         observer=combine_observers(first, second),
         metrics=metrics,
     )
-    await connection._on_message('[2,"1","Heartbeat",{}]')
+    connection.message_received('[2,"1","Heartbeat",{}]')
     await connection.wait_idle()
     assert orjson.loads(sink.sent[0])[0] == 3
     assert len(first.frames) == len(second.frames) == 2

@@ -1,11 +1,12 @@
 """The I/O shell around one charge point's WebSocket.
 
-It feeds every received message into the sans-I/O :class:`Session`, writes what the
-session says to write, runs handlers, and turns outgoing calls into awaitables:
+The WebSocket pushes every received message into :meth:`ChargePointConnection.message_received`,
+which feeds it into the sans-I/O :class:`Session` and writes what the session says to
+write, synchronously; handlers run in a task, and outgoing calls become awaitables:
 
-* incoming CALLs are handled one at a time, in arrival order, each in its own task
-  (so a handler may itself await a call to the same charge point: the read loop
-  keeps reading, and the CALLRESULT it waits for gets through);
+* incoming CALLs are handled one at a time, in arrival order, in a task (so a
+  handler may itself await a call to the same charge point: messages keep coming
+  in meanwhile, and the CALLRESULT it waits for gets through);
 * outgoing CALLs are correlated by message id through a future kept on the pending
   call; the session keeps at most one on the wire (OCPP-J 1.6 §4.1.1);
 * when the socket closes, every waiter fails at once with NotConnected — nobody
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -52,13 +53,18 @@ CLOSE_POLICY_VIOLATION = 1008
 
 
 class Transport(Protocol):
-    """The part of a WebSocket connection the shell uses."""
+    """The part of a WebSocket connection the shell uses.
 
-    async def recv(self) -> str | bytes: ...
+    Messages come the other way, pushed by the WebSocket into
+    :meth:`ChargePointConnection.message_received` until it calls
+    :meth:`ChargePointConnection.connection_closed`.
+    """
 
-    async def send_text(self, frame: bytes) -> None: ...
+    def send_text(self, frame: bytes) -> None:
+        """Write a text message now; never blocks, never raises (dropped once closed)."""
 
-    async def close(self, code: int, reason: str) -> None: ...
+    def close(self, code: int, reason: str) -> Awaitable[None]:
+        """Start the closing handshake; the awaitable completes once it is over."""
 
 
 class ConnectionObserver(Protocol):
@@ -152,22 +158,21 @@ class ChargePointConnection:
         self._worker: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for: PendingCall | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self.closed = asyncio.Event()
 
-    # ------------------------------------------------------------- read loop
+    # ------------------------------------------------------------ messages
 
     async def run(self) -> None:
-        """Read until the socket closes; then fail everything still waiting."""
-        try:
-            while True:
-                data = await self.transport.recv()
-                if not await self._on_message(data):
-                    break
-        finally:
-            self._shutdown("the charge point disconnected")
+        """Serve until the WebSocket closes (its messages are pushed to us meanwhile)."""
+        await self.closed.wait()
 
-    async def _on_message(self, data: str | bytes) -> bool:
+    def connection_closed(self) -> None:
+        """The WebSocket is closing or gone: fail everything still waiting, at once."""
+        self._shutdown("the charge point disconnected")
+
+    def message_received(self, data: str | bytes) -> None:
+        """One WebSocket message, handled synchronously (a CALL's handler is started)."""
         observer = self._observer
         if observer is not None:
             observer.frame_received(self.charge_point_id, data)
@@ -192,7 +197,7 @@ class ChargePointConnection:
                     "reason": event.error.description,
                 },
             )
-            await self._write(event.frame)
+            self._write(event.frame)
         elif kind is Dropped:
             log.warning(
                 "frame dropped",
@@ -203,9 +208,8 @@ class ChargePointConnection:
                 "connection closed: invalid frame flood",
                 extra={"charge_point": self.charge_point_id, "reason": event.reason},
             )
-            await self.transport.close(CLOSE_POLICY_VIOLATION, "too many invalid frames")
-            return False
-        return True
+            # The close frame goes out now; its handshake completes in the background.
+            self._keep(self.transport.close(CLOSE_POLICY_VIOLATION, "too many invalid frames"))
 
     # -------------------------------------------------------- incoming calls
 
@@ -216,7 +220,7 @@ class ChargePointConnection:
             )
             if self._metrics is not None:
                 self._metrics.call_refused(self.charge_point_id, call.action, error.code)
-            self._spawn(self._write(self.session.error_frame(call.unique_id, error)))
+            self._write(self.session.error_frame(call.unique_id, error))
             return
         self._incoming.append(call)
         if self._worker is None:
@@ -235,7 +239,7 @@ class ChargePointConnection:
                         metrics.call_handled(
                             self.charge_point_id, call.action, frame, perf_counter() - started
                         )
-                    await self._write(frame)
+                    self._write(frame)
         finally:
             self._worker = None
 
@@ -307,9 +311,7 @@ class ChargePointConnection:
             self._metrics.command_sent(self.charge_point_id, action)
         if frame is not None:
             self._on_wire(pending)
-            # Written in the background: on a closing socket the write can block until
-            # the socket is gone, and the deadline (or the close) must still win.
-            self._spawn(self._write(frame))
+            self._write(frame)
         try:
             return await future
         except asyncio.CancelledError:
@@ -355,7 +357,7 @@ class ChargePointConnection:
             in_flight = self.session.in_flight
             assert in_flight is not None
             self._on_wire(in_flight)
-            self._spawn(self._write(settled.next_frame))
+            self._write(settled.next_frame)
 
     def _measure(self, settled: Settled) -> None:
         assert self._metrics is not None
@@ -367,22 +369,17 @@ class ChargePointConnection:
 
     # ------------------------------------------------------------------ I/O
 
-    async def _write(self, frame: bytes) -> None:
+    def _write(self, frame: bytes) -> None:
         observer = self._observer
         if observer is not None:
             observer.frame_sent(self.charge_point_id, frame)
-        try:
-            await self.transport.send_text(frame)
-        except Exception as exc:
-            # The read loop sees the same closed socket and cleans up.
-            log.debug(
-                "write failed", extra={"charge_point": self.charge_point_id, "reason": repr(exc)}
-            )
+        self.transport.send_text(frame)
 
-    def _spawn(self, coro: Any) -> None:
-        task = self._loop.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _keep(self, awaitable: Awaitable[Any]) -> None:
+        """Let ``awaitable`` finish in the background, holding a reference to it."""
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     def _shutdown(self, reason: str) -> None:
         if self._timer is not None:
@@ -397,4 +394,5 @@ class ChargePointConnection:
         self.closed.set()
 
     async def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        """Close the WebSocket with ``code``; returns once the closing handshake is over."""
         await self.transport.close(code, reason)

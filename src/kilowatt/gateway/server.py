@@ -3,6 +3,10 @@
 ``ws[s]://HOST:PORT/<prefix>/<chargePointId>`` (OCPP-J 1.6 §3.1.1). The upgrade is
 refused before any OCPP traffic when the path, the subprotocol or the credentials
 are wrong (400/404/401); everything after the upgrade is the connection's business.
+
+Each connection is a :class:`kilowatt.gateway.websocket.WebSocket` (our asyncio
+protocol around websockets' sans-I/O one); one task per connection runs the upgrade
+checks, then waits for the connection's end to do the bookkeeping.
 """
 
 from __future__ import annotations
@@ -16,13 +20,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
-from websockets.typing import Subprotocol
 
 from kilowatt.gateway.auth import (
     CredentialStore,
@@ -40,16 +39,19 @@ from kilowatt.gateway.connection import (
 )
 from kilowatt.gateway.front import FrontProtocol, NotFoundProtocol
 from kilowatt.gateway.registry import ConnectionRegistry
+from kilowatt.gateway.websocket import WebSocket
 from kilowatt.protocol.router import Handler
 from kilowatt.protocol.session import ProtocolSpec, Session
 
-__all__ = ["ConnectionHooks", "Gateway", "GatewayConfig", "HttpServer", "TransportClosed"]
+__all__ = ["ConnectionHooks", "Gateway", "GatewayConfig", "HttpServer"]
 
 log = logging.getLogger("kilowatt.gateway")
 ws_log = logging.getLogger("websockets.server")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+SERVER_HEADER = "Kilowatt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,32 +100,7 @@ class HttpServer(Protocol):
     async def shutdown(self) -> None: ...
 
 
-class TransportClosed(Exception):
-    """The WebSocket closed."""
-
-
-class _WebSocketTransport:
-    """Adapts a websockets connection to :class:`kilowatt.gateway.connection.Transport`."""
-
-    __slots__ = ("_ws",)
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self._ws = ws
-
-    async def recv(self) -> str | bytes:
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise TransportClosed(str(exc)) from None
-
-    async def send_text(self, frame: bytes) -> None:
-        await self._ws.send(frame, text=True)
-
-    async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code, reason)
-
-
-def _remote(ws: ServerConnection) -> str:
+def _remote(ws: WebSocket) -> str:
     address: Any = ws.remote_address
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
@@ -154,13 +131,14 @@ class Gateway:
         self._hooks = hooks
         self._observer = observer
         self._metrics = metrics
-        # Keyed weakly: an upgrade that fails after our checks leaves nothing behind.
-        self._accepted: weakref.WeakKeyDictionary[ServerConnection, _Accepted] = (
-            weakref.WeakKeyDictionary()
-        )
         self._background: set[asyncio.Task[None]] = set()
+        # One task per connection whose upgrade request arrived (see _serve).
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Connections past the upgrade, until their TCP connection is closed.
+        self._sockets: set[WebSocket] = set()
+        # Every OCPP connection (gone from here with its last reference).
+        self._all: weakref.WeakSet[WebSocket] = weakref.WeakSet()
         self._http = http
-        self._server: Server | None = None
         self._listener: asyncio.Server | None = None
         self._closing = False
 
@@ -169,15 +147,6 @@ class Gateway:
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        # The websockets server object keeps the WebSocket connections and their
-        # handler tasks; the listening socket is ours, shared with the HTTP side.
-        listener: asyncio.Server | None = None
-
-        async def adopt_listener() -> asyncio.Server:
-            assert listener is not None
-            return listener
-
-        self._server = Server(adopt_listener, self._protocol_handler, logger=ws_log)
         http = self._http
         http_factory = http.protocol_factory if http is not None else NotFoundProtocol
         prefix = config.path_prefix
@@ -188,7 +157,7 @@ class Gateway:
         extra: dict[str, Any] = {}
         if config.ssl_context is not None:
             extra["ssl_handshake_timeout"] = config.open_timeout
-        listener = self._listener = await loop.create_server(
+        self._listener = await loop.create_server(
             front,
             config.host,
             config.port,
@@ -197,55 +166,47 @@ class Gateway:
             backlog=2048,
             **extra,
         )
-        await self._server  # adopts the listener
 
-    def _ocpp_protocol(self) -> ServerConnection:
+    def _ocpp_protocol(self) -> WebSocket:
         config = self.config
-        assert self._server is not None
-
-        def select(protocol: ServerProtocol, offered: Any) -> Subprotocol | None:
-            return self._select_subprotocol(connection, offered)
-
-        protocol = ServerProtocol(
-            select_subprotocol=select,
+        ws = WebSocket(
+            self._request_received,
             max_size=config.max_message_size,
-            logger=ws_log,
-        )
-        connection = ServerConnection(
-            protocol,
-            self._server,
             ping_interval=config.ping_interval,
             ping_timeout=config.ping_timeout,
+            open_timeout=config.open_timeout,
             close_timeout=config.close_timeout,
+            logger=ws_log,
         )
-        return connection
+        self._all.add(ws)
+        return ws
 
-    async def _protocol_handler(self, connection: ServerConnection) -> None:
-        """The life of one WebSocket connection: handshake, then :meth:`_handle`."""
-        server = self._server
-        assert server is not None
+    def _request_received(self, ws: WebSocket, request: Request) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(ws, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, ws: WebSocket, request: Request) -> None:
+        """The life of one WebSocket connection: upgrade checks, then :meth:`_handle`."""
         try:
             async with asyncio.timeout(self.config.open_timeout):
-                await connection.handshake(self._process_request, None, "Kilowatt")
-            if connection.protocol.state is not State.OPEN:
-                connection.transport.abort()
-                return
-            server.all_connections.add(connection)
-            connection.start_keepalive()
-            try:
-                async with connection:
-                    await self._handle(connection)
-            except Exception:
-                log.exception("connection handler failed")
-            finally:
-                server.all_connections.discard(connection)
+                accepted = await self._process_request(ws, request)
         except Exception:
             # A handshake that timed out or failed: never leak the socket.
-            connection.transport.abort()
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                server.handler_tasks.discard(task)
+            ws.abort()
+            return
+        if accepted is not None and ws.accept(request, accepted.subprotocol, server=SERVER_HEADER):
+            self._sockets.add(ws)
+            try:
+                await self._handle(ws, accepted)
+            except Exception:
+                log.exception("connection handler failed")
+                ws.close(CLOSE_INTERNAL_ERROR, "internal error")
+            finally:
+                self._sockets.discard(ws)
+        # Refused, or open and now closing: either way the TCP connection ends within
+        # close_timeout, and stop() waits for this task.
+        await ws.wait_closed()
 
     @property
     def port(self) -> int:
@@ -257,7 +218,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight handlers finish, close sockets with 1001."""
-        if self._server is None or self._listener is None:
+        if self._listener is None:
             return
         self._closing = True
         self._listener.close()
@@ -273,15 +234,24 @@ class Gateway:
                 )
         if self._http is not None:
             await self._http.shutdown()
-        # websockets closes every remaining connection with 1001 (going away).
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
-        self._server = None
+        # Every remaining connection is closed with 1001, going away (RFC 6455 §7.4.1);
+        # upgrades still being checked are refused with 503 (see _process_request).
+        for ws in list(self._sockets):
+            ws.close(CLOSE_GOING_AWAY)
+        # Each connection's task ends once its bookkeeping (disconnected) is done and
+        # its TCP connection closed; those of upgrades still being checked, after 503.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        # What is left never completed an upgrade request: nothing to wait for.
+        for ws in list(self._all):
+            if not ws.closed:
+                ws.abort()
         self._listener = None
 
     # ------------------------------------------------------------ upgrade
 
-    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, ws: WebSocket, request: Request) -> _Accepted | None:
+        """Check the upgrade request: what to accept, or None once a refusal is sent."""
         config = self.config
         charge_point_id = "-"
         try:
@@ -298,6 +268,8 @@ class Gateway:
                     extra={"charge_point": charge_point_id},
                 )
             profile = await self._authenticate(ws, request.headers, charge_point_id)
+            if self._closing:
+                raise HandshakeRejected(503, "server is shutting down")
         except HandshakeRejected as rejection:
             log.warning(
                 "connection refused",
@@ -312,14 +284,25 @@ class Gateway:
             response = ws.respond(status, f"{status.phrase}\n")
             if status is HTTPStatus.UNAUTHORIZED:
                 response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-            return response
-        self._accepted[ws] = _Accepted(charge_point_id, subprotocol, profile)
-        return None
+            self._send_refusal(ws, response)
+            return None
+        except Exception:
+            log.exception("upgrade checks failed", extra={"charge_point": charge_point_id})
+            response = ws.respond(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "Failed to open a WebSocket connection.\nSee server log for more information.\n",
+            )
+            self._send_refusal(ws, response)
+            return None
+        return _Accepted(charge_point_id, subprotocol, profile)
 
-    async def _authenticate(
-        self, ws: ServerConnection, headers: Headers, charge_point_id: str
-    ) -> int:
-        ssl_object = ws.transport.get_extra_info("ssl_object")
+    @staticmethod
+    def _send_refusal(ws: WebSocket, response: Response) -> None:
+        response.headers["Server"] = SERVER_HEADER
+        ws.reject(response)
+
+    async def _authenticate(self, ws: WebSocket, headers: Headers, charge_point_id: str) -> int:
+        ssl_object = ws.get_extra_info("ssl_object")
         credentials = await self._credentials.get_credentials(charge_point_id)
         authorization = headers.get("Authorization")
         arguments: dict[str, Any] = {
@@ -334,19 +317,9 @@ class Gateway:
         # Password hashing is deliberately slow: keep it off the event loop.
         return await asyncio.to_thread(authenticate, charge_point_id, **arguments)
 
-    def _select_subprotocol(self, ws: ServerConnection, subprotocols: Any) -> Subprotocol | None:
-        accepted = self._accepted.get(ws)
-        if accepted is None or accepted.subprotocol is None:
-            return None
-        return Subprotocol(accepted.subprotocol)
-
     # --------------------------------------------------------- connection
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        accepted = self._accepted.pop(ws, None)
-        if accepted is None:  # pragma: no cover - websockets calls us only after the upgrade
-            await ws.close(1011, "internal error")
-            return
+    async def _handle(self, ws: WebSocket, accepted: _Accepted) -> None:
         config = self.config
         charge_point_id = accepted.charge_point_id
         session = Session(
@@ -357,7 +330,7 @@ class Gateway:
         )
         connection = ChargePointConnection(
             charge_point_id,
-            _WebSocketTransport(ws),
+            ws,
             session,
             self._routes,
             strict=config.strict_outgoing,
@@ -392,10 +365,10 @@ class Gateway:
                 "security_profile": accepted.security_profile,
             },
         )
+        # From here on the WebSocket pushes messages into the connection.
+        ws.attach(connection)
         try:
             await connection.run()
-        except TransportClosed:
-            pass
         finally:
             current = self.registry.unregister(connection)
             log.info(
