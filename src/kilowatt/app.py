@@ -182,7 +182,7 @@ class Application:
                 "security_profile": settings.security_profile,
                 "database": self.services.store.url.render_as_string(hide_password=True),
                 "boot_policy": settings.boot_policy,
-                "node": self.cluster.node_id if self.cluster is not None else None,
+                "node": self.cluster.node_id if self.cluster is not None else "single",
             },
         )
         if settings.security_profile == 0 and not _is_loopback(settings.host):
