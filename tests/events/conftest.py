@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from kilowatt.app import Application, create_app
 from kilowatt.clock import Clock
 from kilowatt.config import load_settings
 from kilowatt.services.api_tokens import Role
+from tests.raw_client import RawClient
 
 TIMEOUT = 5.0
 
@@ -56,37 +56,14 @@ async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
             await app.stop()
 
 
-class Client:
+class Client(RawClient):
     """A raw OCPP-J charge point: sends exact frames, returns the exact answers."""
 
-    def __init__(self, ws: ClientConnection, charge_point_id: str) -> None:
-        self.ws = ws
-        self.charge_point_id = charge_point_id
-        self._ids = itertools.count(1)
-
-    async def call(self, action: str, payload: dict[str, Any]) -> list[Any]:
-        unique_id = f"m{next(self._ids)}"
-        await self.ws.send(orjson.dumps([2, unique_id, action, payload]).decode())
-        return await self.answer(unique_id)
-
-    async def answer(self, unique_id: str) -> list[Any]:
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                frame: list[Any] = orjson.loads(await self.ws.recv())
-                if frame[0] in (3, 4) and frame[1] == unique_id:
-                    return frame
-
-    async def result(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        frame = await self.call(action, payload)
-        assert frame[0] == 3, f"{action} answered {frame}"
-        answer: dict[str, Any] = frame[2]
-        return answer
-
-    async def boot(self) -> dict[str, Any]:
-        return await self.result(
-            "BootNotification",
-            {"chargePointVendor": "Acme", "chargePointModel": "Volt 22", "firmwareVersion": "1.2"},
-        )
+    BOOT: ClassVar[dict[str, Any]] = {
+        "chargePointVendor": "Acme",
+        "chargePointModel": "Volt 22",
+        "firmwareVersion": "1.2",
+    }
 
 
 @contextlib.asynccontextmanager

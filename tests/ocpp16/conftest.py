@@ -4,60 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from kilowatt.app import Application, create_app
 from kilowatt.config import load_settings
+from tests.raw_client import RawClient
 
 TIMEOUT = 5.0
 
 StartApp = Callable[..., Awaitable[Application]]
 
 
-class Client:
+class Client(RawClient):
     """A raw OCPP-J charge point: sends CALLs, returns the exact answer frames."""
 
-    def __init__(self, ws: ClientConnection, charge_point_id: str) -> None:
-        self.ws = ws
-        self.charge_point_id = charge_point_id
-        self._ids = itertools.count(1)
-
-    async def call(self, action: str, payload: dict[str, Any]) -> list[Any]:
-        unique_id = f"m{next(self._ids)}"
-        await self.ws.send(orjson.dumps([2, unique_id, action, payload]).decode())
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                frame: list[Any] = orjson.loads(await self.ws.recv())
-                if frame[0] in (3, 4) and frame[1] == unique_id:
-                    return frame
-
-    async def result(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """The CALLRESULT payload; fails on a CALLERROR."""
-        frame = await self.call(action, payload)
-        assert frame[0] == 3, f"{action} answered {frame}"
-        answer: dict[str, Any] = frame[2]
-        return answer
-
-    async def boot(self) -> dict[str, Any]:
-        return await self.result(
-            "BootNotification",
-            {
-                "chargePointVendor": "Acme",
-                "chargePointModel": "Volt 22",
-                "chargePointSerialNumber": "SN-1",
-                "firmwareVersion": "1.2.3",
-                "iccid": "8931",
-                "imsi": "2620",
-                "meterType": "M-1",
-                "meterSerialNumber": "MS-1",
-            },
-        )
+    BOOT: ClassVar[dict[str, Any]] = {
+        "chargePointVendor": "Acme",
+        "chargePointModel": "Volt 22",
+        "chargePointSerialNumber": "SN-1",
+        "firmwareVersion": "1.2.3",
+        "iccid": "8931",
+        "imsi": "2620",
+        "meterType": "M-1",
+        "meterSerialNumber": "MS-1",
+    }
 
 
 @pytest.fixture
