@@ -20,6 +20,7 @@ its own writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -159,29 +160,12 @@ CONNECTOR_COLUMNS = (
 )
 
 
+# The columns are in the dataclass's field order, so a row maps onto it directly.
+assert [c.name for c in CONNECTOR_COLUMNS] == [f.name for f in fields(Connector)]
+
+
 def _connector(row: Sequence[Any]) -> Connector:
-    (
-        charge_point_id,
-        connector_id,
-        status,
-        error_code,
-        info,
-        vendor_id,
-        vendor_error_code,
-        status_timestamp,
-        updated_at,
-    ) = row
-    return Connector(
-        charge_point_id=charge_point_id,
-        connector_id=connector_id,
-        status=status,
-        error_code=error_code,
-        info=info,
-        vendor_id=vendor_id,
-        vendor_error_code=vendor_error_code,
-        status_timestamp=status_timestamp,
-        updated_at=updated_at,
-    )
+    return Connector(*row)
 
 
 _it = t.id_tags.c
