@@ -10,7 +10,10 @@ alone.
 
 * SQLite (embedded default): the standard ``sqlite3`` driver on a dedicated writer
   thread (SQLite has one writer at a time anyway) and a small pool of reader
-  threads; WAL mode, so readers never wait for the writer.
+  threads; WAL mode, so readers never wait for the writer. The writer thread takes
+  the next group off its queue as soon as the previous one has committed, without
+  waiting for the event loop, and hands each group's answers back to the loop with
+  one wake-up: the loop is never on the writer's critical path.
 * PostgreSQL (``postgresql+asyncpg://``): SQLAlchemy's asyncio engine; the same
   synchronous unit-of-work code runs through ``run_sync`` on an asyncpg connection.
 """
@@ -18,6 +21,7 @@ alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -67,6 +71,135 @@ class _Group:
         self.futures: list[asyncio.Future[Any]] = []
 
 
+# A job queued for the SQLite writer thread: (function, its future, admin). Units of
+# work are grouped; an admin job runs alone, in its own transaction.
+_Job = tuple[Callable[..., Any], "asyncio.Future[Any]", bool]
+# What the writer thread reports for a job: (future, ok, result or exception).
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class _SqliteWriter:
+    """The SQLite writer thread: groups committed back to back (module docstring)."""
+
+    def __init__(self, store: SqlStore, engine: Engine) -> None:
+        self._store = store
+        self._engine = engine
+        self._connection: Connection | None = None
+        self._jobs: list[_Job] = []
+        self._ready = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="kilowatt-db-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, work: Callable[..., Any], future: asyncio.Future[Any], admin: bool) -> None:
+        with self._ready:
+            if self._stopping:
+                raise RuntimeError("the database is closed")
+            self._jobs.append((work, future, admin))
+            self._ready.notify()
+
+    def stop(self) -> None:
+        """Run what is queued, then end the thread (blocks: call it in a thread)."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _take(self) -> list[_Job] | None:
+        with self._ready:
+            jobs = self._jobs
+            while not jobs:
+                if self._stopping:
+                    return None
+                self._ready.wait()
+            if jobs[0][2]:
+                return [jobs.pop(0)]
+            end, limit = 1, min(len(jobs), MAX_GROUP)
+            while end < limit and not jobs[end][2]:
+                end += 1
+            taken = jobs[:end]
+            del jobs[:end]
+            return taken
+
+    def _run(self) -> None:
+        try:
+            while (jobs := self._take()) is not None:
+                if jobs[0][2]:
+                    outcomes = [self._admin(jobs[0])]
+                    started = None
+                else:
+                    started = time.perf_counter()
+                    outcomes = self._group(jobs)
+                elapsed = None if started is None else time.perf_counter() - started
+                # RuntimeError: the loop is closed, nobody waits for these answers.
+                with contextlib.suppress(RuntimeError):
+                    jobs[0][1].get_loop().call_soon_threadsafe(self._settle, outcomes, elapsed)
+        finally:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _admin(self, job: _Job) -> _Outcome:
+        function, future, _ = job
+        try:
+            with self._engine.begin() as connection:
+                return future, True, function(connection)
+        except Exception as exc:
+            return future, False, exc
+
+    def _group(self, jobs: list[_Job]) -> list[_Outcome]:
+        store = self._store
+        try:
+            results = self._write([work for work, _, _ in jobs])
+        except Exception as exc:
+            if len(jobs) == 1:
+                return [(jobs[0][1], False, exc)]
+            log.warning(
+                "group commit failed; retrying its units one by one",
+                extra={"units": len(jobs), "reason": repr(exc)},
+            )
+            outcomes: list[_Outcome] = []
+            for work, future, _ in jobs:
+                try:
+                    (result,) = self._write([work])
+                except Exception as single:
+                    outcomes.append((future, False, single))
+                else:
+                    store.commits += 1
+                    store.units += 1
+                    outcomes.append((future, True, result))
+            return outcomes
+        store.commits += 1
+        store.units += len(results)
+        return [(job[1], True, result) for job, result in zip(jobs, results, strict=True)]
+
+    def _write(self, works: list[Work]) -> list[Any]:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        connection = self._connection
+        try:
+            with connection.begin():
+                return _run_all(connection, works)
+        except Exception:
+            if connection.invalidated or connection.closed:
+                self._connection = None
+            raise
+
+    def _settle(self, outcomes: list[_Outcome], elapsed: float | None) -> None:
+        # On the event loop: one call per group.
+        if elapsed is not None and self._store.on_group_committed is not None:
+            self._store.on_group_committed(len(outcomes), elapsed)
+        for future, ok, value in outcomes:
+            if ok:
+                _settle(future, result=value)
+            else:
+                _settle(future, error=value)
+
+
 class SqlStore:
     """A :class:`kilowatt.store.base.Store` on SQLAlchemy (see the module docstring)."""
 
@@ -78,9 +211,9 @@ class SqlStore:
         self._sync_engine: Engine | None = None
         self._read_engine: Engine | None = None
         self._async_engine: AsyncEngine | None = None
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: _SqliteWriter | None = None
+        self._closed = False
         self._readers: ThreadPoolExecutor | None = None
-        self._writer_connection: Connection | None = None
         self._reader_local = threading.local()
         self._reader_connections: list[Connection] = []
         self.commits = 0
@@ -90,7 +223,6 @@ class SqlStore:
         if self.dialect == "sqlite":
             self._sync_engine = _sqlite_engine(url, sqlite_synchronous, writer=True)
             self._read_engine = _sqlite_engine(url, sqlite_synchronous, writer=False)
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="kilowatt-db-writer")
             self._readers = ThreadPoolExecutor(2, thread_name_prefix="kilowatt-db-reader")
         else:
             self._async_engine = create_async_engine(
@@ -101,10 +233,14 @@ class SqlStore:
 
     async def write(self, work: Callable[[Repositories], T]) -> T:
         loop = asyncio.get_running_loop()
+        if self._sync_engine is not None:
+            future: asyncio.Future[T] = loop.create_future()
+            self._sqlite_writer().submit(work, future, False)
+            return await future
         group = self._pending
         if group is None:
             group = self._pending = _Group()
-        future: asyncio.Future[T] = loop.create_future()
+        future = loop.create_future()
         group.works.append(work)
         group.futures.append(future)
         if self._flusher is None:
@@ -158,29 +294,24 @@ class SqlStore:
             _settle(future, result=result)
 
     async def _run_write(self, works: list[Work]) -> list[Any]:
-        if self._sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, self._sqlite_write, works)
         assert self._async_engine is not None
         async with self._async_engine.begin() as connection:
             return await connection.run_sync(_run_all, works)
 
-    def _sqlite_write(self, works: list[Work]) -> list[Any]:
-        assert self._sync_engine is not None
-        if self._writer_connection is None:
-            self._writer_connection = self._sync_engine.connect()
-        connection = self._writer_connection
-        try:
-            with connection.begin():
-                return _run_all(connection, works)
-        except Exception:
-            if connection.invalidated or connection.closed:
-                self._writer_connection = None
-            raise
+    def _sqlite_writer(self) -> _SqliteWriter:
+        writer = self._writer
+        if writer is None:
+            if self._closed:
+                raise RuntimeError("the database is closed")
+            assert self._sync_engine is not None
+            writer = self._writer = _SqliteWriter(self, self._sync_engine)
+        return writer
 
     @property
     def pending_writes(self) -> int:
         """Units of work waiting for the next group commit (metrics)."""
+        if self._writer is not None:
+            return self._writer.queued
         group = self._pending
         return 0 if group is None else len(group.works)
 
@@ -221,14 +352,9 @@ class SqlStore:
     async def run_sync_admin(self, function: Callable[[Connection], T]) -> T:
         """Run ``function`` on a connection in its own transaction (migrations, tools)."""
         if self._sync_engine is not None:
-            loop = asyncio.get_running_loop()
-
-            def run() -> T:
-                assert self._sync_engine is not None
-                with self._sync_engine.begin() as connection:
-                    return function(connection)
-
-            return await loop.run_in_executor(self._writer, run)
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._sqlite_writer().submit(function, future, True)
+            return await future
         assert self._async_engine is not None
         async with self._async_engine.begin() as connection:
             return await connection.run_sync(function)
@@ -239,24 +365,20 @@ class SqlStore:
         if flusher is not None:
             await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
         if self._sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            assert self._writer is not None and self._readers is not None
+            assert self._readers is not None
+            writer, self._writer = self._writer, None
+            self._closed = True
+            if writer is not None:
+                # What is queued is committed (and answered) before the thread ends.
+                await asyncio.to_thread(writer.stop)
             # Reads still running finish first: their threads' connections close next.
             self._readers.shutdown(wait=True)
-
-            def dispose() -> None:
-                if self._writer_connection is not None:
-                    self._writer_connection.close()
-                    self._writer_connection = None
-                for connection in self._reader_connections:
-                    connection.close()
-                self._reader_connections.clear()
-                assert self._sync_engine is not None and self._read_engine is not None
-                self._sync_engine.dispose()
-                self._read_engine.dispose()
-
-            await loop.run_in_executor(self._writer, dispose)
-            self._writer.shutdown(wait=True)
+            for connection in self._reader_connections:
+                connection.close()
+            self._reader_connections.clear()
+            assert self._read_engine is not None
+            self._sync_engine.dispose()
+            self._read_engine.dispose()
         if self._async_engine is not None:
             await self._async_engine.dispose()
 
