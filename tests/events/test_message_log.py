@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from kilowatt.app import Application
 from kilowatt.clock import FakeClock
 from kilowatt.services.message_log import FrameRow, LoggedFrame, MessageLog
-from kilowatt.store.sql.database import open_store
+from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import upgrade
 from tests.events.conftest import (
@@ -450,5 +450,41 @@ async def test_sql_store_lists_and_purges_in_batches(engine_url: str) -> None:
         assert await sql.list_messages("CP2") == []
         assert await sql.purge(start + timedelta(days=30)) == 3
         assert await sql.purge(start + timedelta(days=30)) == 0
+    finally:
+        await store.close()
+
+
+async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: str) -> None:
+    # A second's worth of frames under load is thousands of rows: written as one
+    # transaction it would hold the answers of every message queued meanwhile.
+    store = open_store(engine_url)
+    events: list[str] = []
+
+    class Recording:
+        async def run_sync_admin(self, function: Any) -> Any:
+            result = await store.run_sync_admin(function)
+            events.append("chunk")
+            return result
+
+    try:
+        await upgrade(store)
+        sql = SqlMessageLog(cast(SqlStore, Recording()), insert_chunk=2)
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        insert = asyncio.create_task(sql.insert([_row("CP1", n, start) for n in range(6)]))
+        await asyncio.sleep(0)  # the first chunk is queued
+
+        async def ocpp_write() -> None:
+            await store.write(lambda repos: None)
+            events.append("write")
+
+        await asyncio.gather(insert, ocpp_write())
+        assert events.count("chunk") == 3
+        if engine_url.startswith("sqlite"):
+            # One writer thread, first come first served: the OCPP write queued
+            # during the first chunk commits before the second chunk. (PostgreSQL
+            # writes the log on a connection of its own, concurrently.)
+            assert events == ["chunk", "write", "chunk", "chunk"]
+        stored = await SqlMessageLog(store).list_messages("CP1")
+        assert sorted(f.unique_id for f in stored) == [str(n) for n in range(6)]
     finally:
         await store.close()

@@ -5,7 +5,11 @@ background task and never together with the data of an OCPP message, so it runs
 its statements through :meth:`SqlStore.run_sync_admin`, each call one transaction.
 On SQLite that is the store's single writer thread, so a flush or a purge batch
 takes its turn between group commits and never contends for the write lock; on
-PostgreSQL it is a pooled connection of its own.
+PostgreSQL it is a pooled connection of its own. A flush is written in chunks of
+:data:`INSERT_CHUNK` rows, one transaction each, awaited one after the other: the
+group commits of OCPP messages queued meanwhile run between two chunks, so a
+second's worth of frames (thousands under load) never holds their answers back
+for the whole insert.
 
 The insert is rendered once per dialect by SQLAlchemy from the table and run with
 ``exec_driver_sql`` and plain driver values: SQLAlchemy's per-row bind processing
@@ -34,6 +38,8 @@ from kilowatt.store.sql.database import SqlStore
 __all__ = ["SqlMessageLog"]
 
 PURGE_BATCH = 5000
+# Rows per insert transaction (module docstring): a few milliseconds of the writer.
+INSERT_CHUNK = 250
 
 _log = t.message_log
 
@@ -86,28 +92,37 @@ def _logged(row: Row[Any]) -> LoggedFrame:
     )
 
 
+def _inserter(rows: Sequence[FrameRow]) -> Callable[[Connection], None]:
+    def work(connection: Connection) -> None:
+        dialect = connection.dialect
+        when: Callable[[datetime], Any] = (
+            _sqlite_time if dialect.name == "sqlite" else _postgresql_time
+        )
+        # One executemany, with the driver's own parameter values.
+        connection.exec_driver_sql(
+            _insert_sql(dialect), [(*row[:2], when(row[2]), *row[3:]) for row in rows]
+        )
+
+    return work
+
+
 class SqlMessageLog:
     """A :class:`kilowatt.services.message_log.MessageLogStore` on a :class:`SqlStore`."""
 
-    def __init__(self, store: SqlStore, *, purge_batch: int = PURGE_BATCH) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        purge_batch: int = PURGE_BATCH,
+        insert_chunk: int = INSERT_CHUNK,
+    ) -> None:
         self._store = store
         self._purge_batch = purge_batch
+        self._insert_chunk = insert_chunk
 
     async def insert(self, rows: Sequence[FrameRow]) -> None:
-        if not rows:
-            return
-
-        def work(connection: Connection) -> None:
-            dialect = connection.dialect
-            when: Callable[[datetime], Any] = (
-                _sqlite_time if dialect.name == "sqlite" else _postgresql_time
-            )
-            # One executemany, with the driver's own parameter values.
-            connection.exec_driver_sql(
-                _insert_sql(dialect), [(*row[:2], when(row[2]), *row[3:]) for row in rows]
-            )
-
-        await self._store.run_sync_admin(work)
+        for start in range(0, len(rows), self._insert_chunk):
+            await self._store.run_sync_admin(_inserter(rows[start : start + self._insert_chunk]))
 
     async def list_messages(
         self,
