@@ -3,32 +3,60 @@
 Run it from the repository root (it starts a throw-away PostgreSQL and Redis, like
 the tests, and two ``kilowatt serve`` nodes sharing them)::
 
-    .venv/bin/python bench/cluster.py --calls 300 --charge-points 300
+    .venv/bin/python bench/cluster.py --calls 300 --charge-points 5000
 
 1. **Hop**: the same API call (``POST …/calls/Reset``) for a charge point connected
    to node B, sent to node B (answered locally, no Redis) and to node A (through
    Redis to B and back), interleaved; medians and p95 of each, end to end over HTTP.
 2. **Storm**: N charge points connect (half to each node) and boot; then every
    socket is dropped at once and all reconnect simultaneously, each to the other
-   node, until every one has its BootNotification Accepted.
+   node, until every one has its BootNotification Accepted. Reported: the time until
+   the last one is Accepted (against ``--target``), the per charge point time to
+   Accepted (p50/p99/max, from the moment of the drop), and every retry and failure.
+
+The storm's charge points are light ``picows`` clients (the load generator's
+WebSocket library), not the test suite's ``SimChargePoint``: thousands of them in
+one process must not make the client the bottleneck. Each behaves like a charge
+point: it connects, sends BootNotification, resends it after the advised interval
+while the answer is not Accepted, reconnects after :data:`RETRY_DELAY_S` when the
+connection fails or drops, and holds the connection once Accepted.
+
+Open files: every socket is a file descriptor, in this process and in the nodes.
+The soft ``RLIMIT_NOFILE`` of this process is raised to the hard limit before the
+nodes start (they inherit it) and checked in each node through ``/proc``.
 
 The load average is printed with the figures: on a shared machine they vary a lot.
+Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import os
+import re
+import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from tests.cluster.conftest import (  # noqa: E402
+    PRESENCE_TTL,
+    ClusterDatabase,
+    Node,
     _create_database,
     api_client,
     finish,
@@ -38,48 +66,508 @@ from tests.cluster.conftest import (  # noqa: E402
 from tests.cluster.sim import SimChargePoint  # noqa: E402
 from tests.servers import start_postgres, start_redis  # noqa: E402
 
+from compare import tree_cpu_seconds  # noqa: E402
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+SUBPROTOCOL = "ocpp1.6"
+RETRY_DELAY_S = 1.0  # before reconnecting after a failed or dropped connection
+BOOT_RETRY_MAX_S = 10.0  # cap on the interval a Pending/Rejected answer advises
+CALL_TIMEOUT_S = 30.0  # per connection attempt and per BootNotification
+FD_SPARE = 256  # descriptors beyond one per charge point: pools, logs, pipes
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
-async def run(calls: int, count: int) -> None:
+# ---------------------------------------------------------------- open files
+
+
+def raise_fd_limit(needed: int) -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit; (soft, hard) after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = max(needed, soft) if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise SystemExit(
+            f"{needed} open files needed but the limit is {soft} (hard {hard}): raise the "
+            f"hard limit (e.g. `ulimit -Hn {needed}` as root) or use fewer --charge-points"
+        )
+    return soft, hard
+
+
+def process_fd_limit(pid: int) -> str:
+    """The soft/hard 'Max open files' of a running process, from /proc."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return f"{soft}/{hard}"
+    return "unknown"
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def find_pid(*needles: str) -> int | None:
+    """The lowest pid whose command line contains every one of ``needles``."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+                text = " ".join(word.decode(errors="replace") for word in words)
+                if all(needle in text for needle in needles):
+                    found.append(int(entry.name))
+    return min(found, default=None)
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+# -------------------------------------------------------------- the client
+
+
+class StormPoint(WSListener):
+    """One charge point: connect, BootNotification until Accepted, then hold the socket.
+
+    A connection the server closes while it is held counts as a drop; the charge
+    point then reconnects and boots again, as a real one would.
+    """
+
+    def __init__(self, cp_id: str) -> None:
+        super().__init__()
+        self.cp_id = cp_id
+        self.transport: WSTransport | None = None
+        self.answer: asyncio.Future[tuple[str, float]] | None = None
+        self.lost: asyncio.Future[str] | None = None  # set while held, resolved on a drop
+        self.boot_id = 0
+        self.connects = 0  # connection attempts
+        self.boots = 0  # BootNotifications sent
+        self.failures: list[str] = []  # one entry per thing that went wrong
+        self.opened_at = 0.0  # perf_counter when the last successful handshake finished
+        self.accepted_at = 0.0  # perf_counter of the last Accepted; 0 while not Accepted
+
+    # picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+            return
+        if frame.msg_type != WSMsgType.TEXT or not frame.fin:
+            return  # OCPP-J frames are single text frames; pings are answered by picows
+        try:
+            msg = orjson.loads(frame.get_payload_as_bytes())
+        except orjson.JSONDecodeError:
+            self._settle("protocol: answer is not JSON", 0.0)
+            return
+        if msg[0] == CALL:  # nothing is asked of a storm charge point: say so
+            reply = [CALLERROR, msg[1], "NotImplemented", "storm charge point", {}]
+            transport.send(WSMsgType.TEXT, orjson.dumps(reply))
+            return
+        if msg[1] != str(self.boot_id):
+            return  # a late answer to an earlier, timed-out BootNotification
+        if msg[0] == CALLRESULT and isinstance(msg[2], dict):
+            status = msg[2].get("status")
+            if status == "Accepted":
+                self.accepted_at = time.perf_counter()
+                self._settle("accepted", 0.0)
+                return
+            interval = msg[2].get("interval")
+            delay = float(interval) if isinstance(interval, int) and interval > 0 else 1.0
+            self._settle(f"boot {status}", min(delay, BOOT_RETRY_MAX_S))
+        else:
+            self._settle(f"boot CALLERROR {msg[2] if len(msg) > 2 else '?'}", RETRY_DELAY_S)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.transport is transport:
+            self.transport = None
+        self._settle("connection lost", RETRY_DELAY_S)
+        if self.lost is not None and not self.lost.done():
+            reason = "connection lost"
+            handshake = transport.close_handshake
+            if handshake is not None and handshake.recv is not None:
+                reason = f"closed by the server ({handshake.recv.code}, {handshake.recv.reason!r})"
+            self.lost.set_result(reason)
+
+    def _settle(self, outcome: str, retry_in: float) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_result((outcome, retry_in))
+
+    # the charge point's behaviour
+
+    def send_boot(self) -> asyncio.Future[tuple[str, float]]:
+        assert self.transport is not None
+        self.boot_id += 1
+        self.boots += 1
+        self.answer = asyncio.get_running_loop().create_future()
+        payload = {"chargePointVendor": "Sim", "chargePointModel": "Storm"}
+        frame = [CALL, str(self.boot_id), "BootNotification", payload]
+        self.transport.send(WSMsgType.TEXT, orjson.dumps(frame))
+        return self.answer
+
+    async def boot_once(self, base_url: str, deadline: float) -> bool:
+        """Connect and boot until Accepted (True) or ``deadline`` (perf_counter) passes."""
+        headers = [("Sec-WebSocket-Protocol", SUBPROTOCOL)]
+        while time.perf_counter() < deadline:
+            self.connects += 1
+            timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.perf_counter()))
+            try:
+                transport, _ = await asyncio.wait_for(
+                    ws_connect(
+                        lambda: self,
+                        base_url + self.cp_id,
+                        extra_headers=headers,
+                        websocket_handshake_timeout=timeout,
+                        enable_auto_pong=True,
+                        read_buffer_init_size=4096,
+                    ),
+                    timeout,
+                )
+            except (OSError, WSError, TimeoutError) as exc:
+                self.failures.append(f"connect {type(exc).__name__}: {exc}")
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            self.transport = transport
+            self.opened_at = time.perf_counter()
+            while self.transport is transport:
+                timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.perf_counter()))
+                try:
+                    outcome, retry_in = await asyncio.wait_for(self.send_boot(), timeout)
+                except TimeoutError:
+                    outcome, retry_in = "boot timeout", 0.0
+                if outcome == "accepted":
+                    return True
+                self.failures.append(outcome)
+                if time.perf_counter() >= deadline:
+                    break
+                await asyncio.sleep(retry_in)
+        return False
+
+    async def run(self, base_url: str, deadline: float, stop: asyncio.Future[None]) -> None:
+        """Boot, then hold until ``stop``; after a drop, reconnect and boot again."""
+        while not stop.done() and await self.boot_once(base_url, deadline):
+            lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self.lost = lost
+            await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
+            if not lost.done():
+                return  # held until the end of the wave
+            self.accepted_at = 0.0
+            self.failures.append(f"dropped after Accepted: {lost.result()}")
+            await asyncio.sleep(RETRY_DELAY_S)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake (a network failure)."""
+        self.lost = None
+        if self.transport is not None:
+            self.transport.disconnect(graceful=False)
+
+
+@dataclass
+class Wave:
+    """One wave of charge points reaching Accepted, all started at the same moment."""
+
+    points: list[StormPoint]
+    started: float
+    elapsed: float = 0.0  # until the last one was Accepted (for good)
+    accepted: int = 0  # Accepted and connected when the wave ended
+    peak_fds: dict[str, int] = field(default_factory=dict)
+    peak_redis_clients: int = 0
+    server_log: dict[str, collections.Counter[str]] = field(default_factory=dict)
+    log_examples: dict[str, str] = field(default_factory=dict)  # kind → first line
+    cpu: dict[str, float] = field(default_factory=dict)  # cores in use, on average
+
+    def boot_round_trips(self) -> list[float]:
+        return [p.accepted_at - p.opened_at for p in self.points if p.accepted_at]
+
+    def times(self) -> list[float]:
+        return [p.accepted_at - self.started for p in self.points if p.accepted_at]
+
+    def handshakes(self) -> list[float]:
+        return [p.opened_at - self.started for p in self.points if p.accepted_at]
+
+    def failure_kinds(self) -> collections.Counter[str]:
+        kinds: collections.Counter[str] = collections.Counter()
+        for point in self.points:
+            kinds.update(failure.split(":")[0] for failure in point.failures)
+        return kinds
+
+
+def held(points: list[StormPoint]) -> int:
+    return sum(1 for p in points if p.accepted_at and p.transport is not None)
+
+
+async def wave(
+    label: str,
+    points: list[StormPoint],
+    urls: list[str],
+    timeout: float,
+    settle: float,
+    nodes: list[Node],
+    redis_url: str,
+    services: dict[str, int | None],
+) -> Wave:
+    """All ``points`` at once, point i to ``urls[i % len(urls)]``; progress each second.
+
+    The wave ends when every charge point has been Accepted and held its connection for
+    ``settle`` seconds (drops are reconnected), or ``settle`` seconds after ``timeout``.
+    """
+    log_before = {node.name: len(node.output()) for node in nodes}
+    cpu_before = cpu_sample(nodes, services)
+    result = Wave(points, time.perf_counter())
+    deadline = result.started + timeout
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    tasks = [
+        asyncio.create_task(point.run(urls[i % len(urls)], deadline, stop))
+        for i, point in enumerate(points)
+    ]
+    monitor = aioredis.Redis.from_url(redis_url)
+    all_held_since: float | None = None
+    cpu_busy = cpu_before
+    try:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter()
+            accepted = held(points)
+            all_held_since = (all_held_since or now) if accepted == len(points) else None
+            for node in nodes:
+                fds = open_fds(node.process.pid)
+                result.peak_fds[node.name] = max(result.peak_fds.get(node.name, 0), fds)
+            with contextlib.suppress(Exception):
+                info = await monitor.info("clients")
+                clients = int(info["connected_clients"])
+                result.peak_redis_clients = max(result.peak_redis_clients, clients)
+            log(
+                f"[{label}] t={now - result.started:6.1f}s "
+                f"accepted+held={accepted}/{len(points)} "
+                f"open={sum(1 for p in points if p.transport is not None)} "
+                f"retries={sum(len(p.failures) for p in points)} "
+                + " ".join(f"fds[{n}]={result.peak_fds[n]}" for n in result.peak_fds)
+                + f" redis-clients(peak)={result.peak_redis_clients}"
+            )
+            if all_held_since is not None and now - all_held_since >= settle:
+                break
+            if accepted < len(points):  # CPU use while charge points are still booting
+                cpu_busy = cpu_sample(nodes, services)
+            if now > deadline + settle:
+                log(f"[{label}] giving up after {timeout:g} s")
+                break
+    finally:
+        stop.set_result(None)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await monitor.aclose()
+    result.accepted = held(points)
+    last = max((p.accepted_at for p in points if p.accepted_at), default=time.perf_counter())
+    result.elapsed = last - result.started
+    window = cpu_busy["wall"] - cpu_before["wall"]
+    if window > 0:
+        result.cpu = {
+            key: (cpu_busy[key] - cpu_before[key]) / window for key in cpu_before if key != "wall"
+        }
+    for node in nodes:
+        events: collections.Counter[str] = collections.Counter()
+        for line in node.output()[log_before[node.name] :].splitlines():
+            if line.strip():
+                kind = log_event(line)
+                events[kind] += 1
+                result.log_examples.setdefault(kind, line)
+        result.server_log[node.name] = events
+    return result
+
+
+def cpu_sample(nodes: list[Node], services: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds so far of each node, this process, the services (process trees), the
+    rest of the machine; and the wall clock."""
+    busy, _ = machine_busy_seconds()
+    sample = {"wall": time.perf_counter(), "client": own_cpu_seconds()}
+    for node in nodes:
+        sample[f"node {node.name}"] = tree_cpu_seconds(node.process.pid) or 0.0
+    for name, pid in services.items():
+        sample[name] = (tree_cpu_seconds(pid) or 0.0) if pid is not None else 0.0
+    sample["other"] = busy - sum(value for key, value in sample.items() if key != "wall")
+    return sample
+
+
+LOGFMT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def log_event(line: str) -> str:
+    """``level event (reason)`` of one logfmt line of a node's log, for counting."""
+    fields = dict(LOGFMT_FIELD.findall(line))
+    if "event" not in fields:
+        return line[:160]
+    event = fields["event"].strip('"')
+    reason = fields.get("reason", "").strip('"').split("(")[0]
+    text = f"{fields.get('level', '?')} {event}"
+    return f"{text} ({reason})" if reason else text
+
+
+def report_wave(title: str, result: Wave, target: float | None) -> list[str]:
+    count = len(result.points)
+    times = result.times()
+    lines = [f"**{title}**: {result.accepted}/{count} Accepted"]
+    if result.accepted == count:
+        lines[0] += f", the last after {result.elapsed:.2f} s"
+        if target is not None:
+            verdict = "met" if result.elapsed <= target else "MISSED"
+            lines[0] += f" (target {target:g} s: {verdict})"
+    elif target is not None:
+        lines[0] += f" (target: all within {target:g} s: MISSED)"
+    lines += [
+        "",
+        "| per charge point, s from the start | p50 | p99 | max |",
+        "|---|---:|---:|---:|",
+    ]
+    if times:
+        for name, values in (
+            ("WebSocket open (last connection)", result.handshakes()),
+            ("BootNotification Accepted", times),
+            ("BootNotification round trip (open → Accepted)", result.boot_round_trips()),
+        ):
+            lines.append(
+                f"| {name} | {statistics.median(values):.2f} | {percentile(values, 0.99):.2f} "
+                f"| {max(values):.2f} |"
+            )
+    connects = sum(p.connects for p in result.points)
+    boots = sum(p.boots for p in result.points)
+    retried = sum(1 for p in result.points if p.failures)
+    kinds = result.failure_kinds()
+    lines += [
+        "",
+        f"- connection attempts {connects} for {count} charge points, BootNotifications "
+        f"{boots}; {retried} charge points needed a retry",
+        "- client-side failures: "
+        + (", ".join(f"{kind} ×{n}" for kind, n in kinds.most_common()) or "none"),
+        "- peak open files: "
+        + ", ".join(f"node {name} {fds}" for name, fds in result.peak_fds.items())
+        + f"; peak Redis clients {result.peak_redis_clients}",
+    ]
+    if result.cpu:
+        lines.append(
+            "- CPU while booting (cores, of "
+            f"{os.cpu_count()}): "
+            + ", ".join(f"{name} {cores:.2f}" for name, cores in result.cpu.items())
+            + " (other = every other process on the machine)"
+        )
+    first = [f"{p.cp_id}: {f}" for p in result.points for f in p.failures][:3]
+    lines += [f"- e.g. {failure}" for failure in first]
+    for name, events in result.server_log.items():
+        if events:
+            lines.append(f"- node {name} logged (warnings and errors, by kind):")
+            lines += [f"  - {n} × `{event}`" for event, n in events.most_common(8)]
+        else:
+            lines.append(f"- node {name} logged no warning or error")
+    if result.log_examples:
+        lines.append("- first line of each kind:")
+        lines += [f"  - `{line[:400]}`" for line in result.log_examples.values()]
+    return lines
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def measure_hop(
+    a: Node, b: Node, database: ClusterDatabase, calls: int
+) -> tuple[list[float], list[float]]:
+    """Reset for a charge point on B, sent to B and via A, interleaved: ms each way."""
+    log(f"[hop] {calls} Reset calls each way (+20 warm-up)")
+    local: list[float] = []
+    remote: list[float] = []
+    cp = SimChargePoint("HOP", timeout=60)
+    await cp.connect(b.ws)
+    async with api_client(b, database) as on_b, api_client(a, database) as via_a:
+        for index in range(calls + 20):
+            for client, times in ((on_b, local), (via_a, remote)):
+                started = time.perf_counter()
+                response = await client.post(
+                    "/api/v1/charge-points/HOP/calls/Reset", json={"type": "Soft"}
+                )
+                elapsed = (time.perf_counter() - started) * 1000
+                assert response.status_code == 200, response.text
+                if index >= 20:  # warm-up
+                    times.append(elapsed)
+    await cp.close()
+    return local, remote
+
+
+async def run(calls: int, count: int, target: float, storm_timeout: float) -> None:
+    soft, hard = raise_fd_limit(count + FD_SPARE)  # the nodes inherit it
+    log(f"[cluster] open files limit of this process: soft {soft}, hard {hard}")
+    settle = 1.5 * PRESENCE_TTL  # a wrongly closed connection shows within a renewal
     postgres, redis = start_postgres(), start_redis()
     try:
         database = await _create_database(postgres.url)
         a, b = (
             spawn(name, database, redis.url, node_id=name, log_level="warning") for name in "ab"
         )
+        nodes = [a, b]
         try:
             await asyncio.to_thread(wait_ready, a, b)
-            cp = SimChargePoint("HOP", timeout=60)
-            await cp.connect(b.ws)
-            local, remote = [], []
-            async with api_client(b, database) as on_b, api_client(a, database) as via_a:
-                for index in range(calls + 20):
-                    for client, times in ((on_b, local), (via_a, remote)):
-                        started = time.perf_counter()
-                        response = await client.post(
-                            "/api/v1/charge-points/HOP/calls/Reset", json={"type": "Soft"}
-                        )
-                        elapsed = (time.perf_counter() - started) * 1000
-                        assert response.status_code == 200, response.text
-                        if index >= 20:  # warm-up
-                            times.append(elapsed)
-            await cp.close()
+            limits = {node.name: process_fd_limit(node.process.pid) for node in nodes}
+            log(f"[cluster] open files limit (soft/hard) of the nodes: {limits}")
+            local, remote = await measure_hop(a, b, database, calls)
+            services = {
+                "postgres": find_pid("postgres", f"-p {urlsplit(postgres.url).port}"),
+                "redis": find_pid("redis-server", str(urlsplit(redis.url).port)),
+            }
+            log(f"[cluster] server processes: {services}")
 
-            points = [SimChargePoint(f"STORM-{i:04d}", timeout=120) for i in range(count)]
-            nodes = [a, b]
-            started = time.perf_counter()
-            await asyncio.gather(*(p.connect(nodes[i % 2].ws) for i, p in enumerate(points)))
-            first = time.perf_counter() - started
-            for point in points:
+            log(f"[storm] {count} charge points connect and boot, half to each node")
+            ids = [f"STORM-{i:05d}" for i in range(count)]
+            first_points = [StormPoint(cp_id) for cp_id in ids]
+            first = await wave(
+                "first",
+                first_points,
+                [a.ws, b.ws],
+                storm_timeout,
+                settle,
+                nodes,
+                redis.url,
+                services,
+            )
+            log(f"[storm] dropping all {count} sockets; each reconnects to the other node")
+            for point in first_points:
                 point.abort()
-            started = time.perf_counter()
-            await asyncio.gather(*(p.connect(nodes[(i + 1) % 2].ws) for i, p in enumerate(points)))
-            storm = time.perf_counter() - started
-            await asyncio.gather(*(p.close() for p in points))
+            storm_points = [StormPoint(cp_id) for cp_id in ids]
+            storm = await wave(
+                "storm",
+                storm_points,
+                [b.ws, a.ws],
+                storm_timeout,
+                settle,
+                nodes,
+                redis.url,
+                services,
+            )
+            for point in storm_points:
+                point.abort()
         finally:
             finish(a, b)
     finally:
@@ -98,19 +586,42 @@ async def run(calls: int, count: int) -> None:
         f"| through another node (Redis) | {statistics.median(remote):.2f} | "
         f"{percentile(remote, 0.95):.2f} |"
     )
+    print(f"\n### {count} charge points, 2 nodes\n")
+    print(f"open files limit (soft/hard): bench {soft}/{hard}, nodes {limits}\n")
+    print("\n".join(report_wave("First connection", first, None)))
+    print()
+    title = "Reconnect storm (all dropped at once, each to the other node)"
+    print("\n".join(report_wave(title, storm, target)))
     print(
-        f"\n{count} charge points, 2 nodes: first connection + Accepted {first:.2f} s; "
-        f"reconnect storm (all at once, each to the other node) {storm:.2f} s"
+        f"\nA wave ends once every charge point has held its Accepted connection for "
+        f"{settle:g} s (a connection the server closes meanwhile is retried)."
     )
-    print(f"\nreproduce: .venv/bin/python bench/cluster.py --calls {calls} --charge-points {count}")
+    print(
+        f"\nreproduce: .venv/bin/python bench/cluster.py --calls {calls} "
+        f"--charge-points {count} --target {target:g} --storm-timeout {storm_timeout:g}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=300, help="API calls per path")
     parser.add_argument("--charge-points", type=int, default=300, help="for the storm")
+    parser.add_argument(
+        "--target", type=float, default=30.0, help="seconds for all to be Accepted (default 30)"
+    )
+    parser.add_argument(
+        "--storm-timeout",
+        type=float,
+        default=180.0,
+        help="give up on a wave after this many seconds (default 180)",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.calls, args.charge_points))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(args.calls, args.charge_points, args.target, args.storm_timeout))
+    else:
+        uvloop.run(run(args.calls, args.charge_points, args.target, args.storm_timeout))
 
 
 if __name__ == "__main__":
