@@ -18,6 +18,8 @@ from sqlalchemy.dialects.sqlite.pysqlite import dialect as pysqlite_dialect
 from sqlalchemy.exc import StatementError
 
 from kilowatt.store.sql.hotpath import (
+    MULTI_ROW_MAX,
+    MultiRowInsert,
     hot_sql,
     json_text,
     postgresql_datetime,
@@ -117,3 +119,37 @@ def test_statements_render_for_both_engines() -> None:
     assert "$7::JSON" in postgresql.stop_transaction
     assert postgresql.stop_transaction.endswith("WHERE transactions.id = $9::INTEGER")
     assert hot_sql(POSTGRESQL) is postgresql  # rendered once per dialect
+
+
+def test_multi_row_insert_covers_every_row_in_order_with_few_statement_texts() -> None:
+    many = MultiRowInsert("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING")
+    rows = [(n, f"v{n}") for n in range(150)]
+
+    statements = list(many.statements(rows))
+
+    sizes = [sql.count("(?, ?)") for sql, _ in statements]
+    assert sizes == [64, 64, 16, 4, 2]  # powers of two, largest first
+    assert all(sql.endswith(" ON CONFLICT DO NOTHING") for sql, _ in statements)
+    assert [value for _, parameters in statements for value in parameters] == [
+        value for row in rows for value in row
+    ]
+    pairs = zip(statements, sizes, strict=True)
+    assert all(len(parameters) == 2 * size for (_, parameters), size in pairs)
+    # Every row count is made of the same few texts: the driver's statement cache
+    # holds them all.
+    texts = {sql for count in range(1, 300) for sql, _ in many.statements(rows[:1] * count)}
+    assert len(texts) <= MULTI_ROW_MAX.bit_length()
+    assert list(many.statements([])) == []
+
+
+def test_multi_row_insert_refuses_what_it_cannot_repeat() -> None:
+    with pytest.raises(ValueError, match="single-row INSERT"):
+        MultiRowInsert("UPDATE t SET a = ? WHERE b = ?")
+    with pytest.raises(ValueError, match="single-row INSERT"):
+        MultiRowInsert("INSERT INTO t (a, b) VALUES ($1, $2)")
+
+
+def test_sqlite_appends_are_multi_row_postgresql_keeps_executemany() -> None:
+    sqlite, postgresql = hot_sql(SQLITE), hot_sql(POSTGRESQL)
+    assert sqlite.meter_values_many is not None and sqlite.status_many is not None
+    assert postgresql.meter_values_many is None and postgresql.status_many is None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,10 +34,12 @@ from kilowatt.store.sql import tables as t
 __all__ = [
     "CONNECTOR_PARAMS",
     "METER_VALUE_PARAMS",
+    "MULTI_ROW_MAX",
     "STATUS_PARAMS",
     "TRANSACTION_INSERT_PARAMS",
     "TRANSACTION_STOP_PARAMS",
     "HotSql",
+    "MultiRowInsert",
     "hot_sql",
     "json_text",
     "postgresql_datetime",
@@ -164,6 +166,47 @@ TRANSACTION_STOP_PARAMS = (
 )
 
 
+# Rows per multi-row INSERT at most (13 columns: 832 parameters, far below SQLite's
+# limit of 32,766).
+MULTI_ROW_MAX = 64
+
+
+class MultiRowInsert:
+    """Many rows in few statements: ``INSERT … VALUES (…), (…), …`` on SQLite.
+
+    Why: the ``sqlite3`` module lets go of the GIL for every step of a statement,
+    and ``executemany`` steps once per row. Each time, the writer thread must win
+    the GIL back from the event loop, which under load holds it until the switch
+    interval forces it off: a few milliseconds per row in the worst case. A
+    statement with many rows steps once. Statements are built for powers of two up
+    to :data:`MULTI_ROW_MAX` rows, so that ``sqlite3``'s statement cache keeps a few
+    of them per table instead of one per row count.
+    """
+
+    __slots__ = ("_sql",)
+
+    def __init__(self, single_row: str) -> None:
+        head, marker, rest = single_row.partition(" VALUES (")
+        group, closing, tail = rest.partition(")")
+        if not marker or not closing or set(group.split(", ")) != {"?"}:
+            raise ValueError(f"not a single-row INSERT with ? placeholders: {single_row!r}")
+        row = f"({group})"
+        self._sql: dict[int, str] = {}
+        size = 1
+        while size <= MULTI_ROW_MAX:
+            self._sql[size] = f"{head} VALUES {', '.join([row] * size)}{tail}"
+            size *= 2
+
+    def statements(self, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """(SQL, parameters) pairs inserting ``rows``, in order."""
+        start, count = 0, len(rows)
+        while start < count:
+            size = min(MULTI_ROW_MAX, 1 << ((count - start).bit_length() - 1))
+            end = start + size
+            yield self._sql[size], tuple([value for row in rows[start:end] for value in row])
+            start = end
+
+
 @dataclass(frozen=True, slots=True)
 class HotSql:
     """One dialect's rendered statements and parameter conversion."""
@@ -176,6 +219,9 @@ class HotSql:
     returning_id: bool
     stop_transaction: str  # TRANSACTION_STOP_PARAMS, then the id
     touch_charge_point: str  # last_seen_at, then the id
+    # SQLite: the appends as multi-row INSERTs (MultiRowInsert); None: executemany.
+    meter_values_many: MultiRowInsert | None = None
+    status_many: MultiRowInsert | None = None
 
 
 def _render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> str:
@@ -235,14 +281,20 @@ def _render_all(dialect: Dialect) -> HotSql:
     returning_id = dialect.name != "sqlite"
     if returning_id:
         insert_transaction = insert_transaction.returning(t.transactions.c.id)
+    insert_meter_values = _render(meter_values, dialect, METER_VALUE_PARAMS)
+    insert_status = _render(
+        _insert(dialect, t.status_history).values(_values(t.status_history, STATUS_PARAMS)),
+        dialect,
+        STATUS_PARAMS,
+    )
+    # asyncpg's executemany sends every row in one round trip already.
+    many = dialect.name == "sqlite"
     return HotSql(
         datetime=sqlite_datetime if dialect.name == "sqlite" else postgresql_datetime,
-        insert_meter_values=_render(meter_values, dialect, METER_VALUE_PARAMS),
-        insert_status=_render(
-            _insert(dialect, t.status_history).values(_values(t.status_history, STATUS_PARAMS)),
-            dialect,
-            STATUS_PARAMS,
-        ),
+        insert_meter_values=insert_meter_values,
+        insert_status=insert_status,
+        meter_values_many=MultiRowInsert(insert_meter_values) if many else None,
+        status_many=MultiRowInsert(insert_status) if many else None,
         upsert_connector=_render(upsert, dialect, CONNECTOR_PARAMS),
         insert_transaction=_render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),
         returning_id=returning_id,

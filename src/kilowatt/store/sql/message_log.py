@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Dialect, Row, bindparam, delete, func, insert
 from kilowatt.services.message_log import FrameRow, LoggedFrame
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.database import SqlStore
+from kilowatt.store.sql.hotpath import MultiRowInsert
 
 __all__ = ["SqlMessageLog"]
 
@@ -47,6 +48,16 @@ _log = t.message_log
 _COLUMNS = FrameRow._fields
 
 _rendered: weakref.WeakKeyDictionary[Dialect, str] = weakref.WeakKeyDictionary()
+_many: weakref.WeakKeyDictionary[Dialect, MultiRowInsert] = weakref.WeakKeyDictionary()
+
+
+def _insert_many(dialect: Dialect) -> MultiRowInsert:
+    # SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL).
+    try:
+        return _many[dialect]
+    except KeyError:
+        many = _many[dialect] = MultiRowInsert(_insert_sql(dialect))
+        return many
 
 
 def _insert_sql(dialect: Dialect) -> str:
@@ -95,13 +106,14 @@ def _logged(row: Row[Any]) -> LoggedFrame:
 def _inserter(rows: Sequence[FrameRow]) -> Callable[[Connection], None]:
     def work(connection: Connection) -> None:
         dialect = connection.dialect
-        when: Callable[[datetime], Any] = (
-            _sqlite_time if dialect.name == "sqlite" else _postgresql_time
-        )
-        # One executemany, with the driver's own parameter values.
-        connection.exec_driver_sql(
-            _insert_sql(dialect), [(*row[:2], when(row[2]), *row[3:]) for row in rows]
-        )
+        if dialect.name != "sqlite":
+            # One executemany, with the driver's own parameter values.
+            values = [(*row[:2], _postgresql_time(row[2]), *row[3:]) for row in rows]
+            connection.exec_driver_sql(_insert_sql(dialect), values)
+            return
+        values = [(*row[:2], _sqlite_time(row[2]), *row[3:]) for row in rows]
+        for sql, parameters in _insert_many(dialect).statements(values):
+            connection.exec_driver_sql(sql, parameters)
 
     return work
 

@@ -58,7 +58,7 @@ from kilowatt.store.base import AlreadyExists
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.api_tokens import SqlApiTokens
 from kilowatt.store.sql.configuration import SqlConfiguration
-from kilowatt.store.sql.hotpath import HotSql, hot_sql, json_text
+from kilowatt.store.sql.hotpath import HotSql, MultiRowInsert, hot_sql, json_text
 
 __all__ = ["SqlRepositories"]
 
@@ -373,11 +373,14 @@ _FIND_FOR_START = union_all(
 class _Appends:
     """Rows for one append-only table, inserted at once or deferred to :meth:`flush`."""
 
-    __slots__ = ("_c", "_deferred", "_rows", "_sql")
+    __slots__ = ("_c", "_deferred", "_many", "_rows", "_sql")
 
-    def __init__(self, connection: Connection, sql: str, *, deferred: bool) -> None:
+    def __init__(
+        self, connection: Connection, sql: str, many: MultiRowInsert | None, *, deferred: bool
+    ) -> None:
         self._c = connection
         self._sql = sql
+        self._many = many
         self._deferred = deferred
         self._rows: list[tuple[Any, ...]] = []
 
@@ -396,7 +399,13 @@ class _Appends:
 
     def _execute(self, rows: list[tuple[Any, ...]]) -> None:
         # One row: a plain execute (executemany costs more for a single row).
-        self._c.exec_driver_sql(self._sql, rows[0] if len(rows) == 1 else rows)
+        if len(rows) == 1:
+            self._c.exec_driver_sql(self._sql, rows[0])
+        elif self._many is not None:
+            for sql, parameters in self._many.statements(rows):
+                self._c.exec_driver_sql(sql, parameters)
+        else:
+            self._c.exec_driver_sql(self._sql, rows)
 
 
 class SqlChargePoints:
@@ -928,8 +937,12 @@ class SqlRepositories:
 
     def __init__(self, connection: Connection, *, defer_appends: bool = False) -> None:
         sql = hot_sql(connection.dialect)
-        meter_rows = _Appends(connection, sql.insert_meter_values, deferred=defer_appends)
-        status_rows = _Appends(connection, sql.insert_status, deferred=defer_appends)
+        meter_rows = _Appends(
+            connection, sql.insert_meter_values, sql.meter_values_many, deferred=defer_appends
+        )
+        status_rows = _Appends(
+            connection, sql.insert_status, sql.status_many, deferred=defer_appends
+        )
         self._appends = (meter_rows, status_rows)
         self.api_tokens = SqlApiTokens(connection)
         self.charge_points = SqlChargePoints(connection, sql, status_rows)
