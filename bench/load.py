@@ -18,6 +18,15 @@ when the answer to the previous one has arrived):
 
 CALLs that the Central System sends are answered with a CALLERROR ``NotImplemented``.
 
+Paced mode (``--rate MSGS_PER_S``): instead of sending the next CALL as soon as the answer
+to the previous one is in, every charge point sends on its own schedule, one CALL every
+``connected / rate`` seconds, starting at a random phase so that they do not fire together;
+the total offered rate is then ``rate``. A CALL whose answer comes late still waits for it
+(one outstanding CALL), and is then sent at once; the slots that passed meanwhile are
+skipped, not made up in a burst, and counted (``late_sends``, ``skipped_slots``). In paced
+mode the sessions start only once every connected charge point has been accepted
+(BootNotification answered, at most ``--call-timeout`` seconds).
+
 Measured: answered CALLs per second and the send-to-answer latency of every CALL answered
 during the measurement window (``--duration`` seconds after ``--warmup`` seconds; the
 connect phase and the warm-up are not counted). Errors (CALLERROR answers, disconnects,
@@ -44,6 +53,7 @@ import base64
 import contextlib
 import json
 import math
+import random
 import resource
 import sys
 import time
@@ -133,6 +143,10 @@ class LoadResult:
     cpu_util: float  # cpu_s / duration_s, i.e. the fraction of one core in use
     loop: str
     first_errors: list[str] = field(default_factory=list)
+    failed_connections: int = 0  # connection attempts that failed (= error_breakdown's)
+    offered_rate: float | None = None  # paced mode: total CALLs per second offered
+    late_sends: int = 0  # paced mode, in the window: CALLs sent after their slot
+    skipped_slots: int = 0  # paced mode, in the window: slots that passed unused
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +166,8 @@ class _Stats:
         self.transactions_window = 0  # StopTransaction answered: whole sessions
         self.latencies = array("d")
         self.connected = 0
+        self.booted = 0  # connected charge points whose BootNotification was accepted
+        self.all_booted = asyncio.Event()  # set when booted reaches connected
         self.errors: dict[str, int] = {
             "callerror": 0,
             "timeout": 0,
@@ -163,6 +179,8 @@ class _Stats:
         self.reconnects = 0
         self.late_answers = 0
         self.server_calls = 0
+        self.late_sends = 0
+        self.skipped_slots = 0
         self.first_errors: list[str] = []
         self.all_closed = asyncio.Event()  # set when stopping and no connection is left
 
@@ -171,9 +189,28 @@ class _Stats:
         if detail and len(self.first_errors) < 5:
             self.first_errors.append(f"{kind}: {detail}")
 
+    def check_booted(self) -> None:
+        if self.booted >= self.connected:
+            self.all_booted.set()
+
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def plan_send(slot: float, now: float, interval: float) -> tuple[float, int, float]:
+    """Paced mode: when to send a CALL due at ``slot``, its charge point being free at ``now``.
+
+    Returns ``(send_at, skipped, next_slot)``. On time (``now <= slot``) the CALL waits for
+    its slot. Late (the previous answer came after the slot), it is sent at once, and the
+    further slots that passed meanwhile are skipped rather than made up in a burst:
+    ``skipped`` of them. ``next_slot`` is the slot of the CALL after it, on the original
+    grid (the schedule does not drift) and always after ``send_at``.
+    """
+    if now <= slot:
+        return slot, 0, slot + interval
+    passed = math.floor((now - slot) / interval)  # further slots at or before now
+    return now, passed, slot + (passed + 1) * interval
 
 
 class _Clock:
@@ -204,6 +241,7 @@ class ChargePointSim(WSListener):
         stats: _Stats,
         on_lost: Callable[[ChargePointSim], None],
         call_timeout: float,
+        interval: float | None = None,
     ) -> None:
         super().__init__()
         self.index = index
@@ -226,6 +264,11 @@ class ChargePointSim(WSListener):
         self.meter_wh = 1000 + index * 10
         self.meter_values_sent = 0
         self.fragments: list[bytes] = []
+        # Paced mode: seconds between two CALLs (None: send when the answer is in), the
+        # slot of the next CALL (None: not placed yet) and the timer waiting for it.
+        self.interval = interval
+        self.slot: float | None = None
+        self.slot_timer: asyncio.TimerHandle | None = None
 
     # -- picows callbacks -------------------------------------------------------------------
 
@@ -259,9 +302,13 @@ class ChargePointSim(WSListener):
         self.connected = False
         self.transport = None
         self.fragments = []
+        self._cancel_slot()
         if not was_connected:  # e.g. refused during connect(): counted there
             return
         self.stats.connected -= 1
+        if self.booted:
+            self.stats.booted -= 1
+        self.stats.check_booted()
         if self.stats.stopping and self.stats.connected == 0:
             self.stats.all_closed.set()
         if not self.stats.stopping and not self.closing:
@@ -283,6 +330,7 @@ class ChargePointSim(WSListener):
         self.transport = transport
         self.connected = True
         self.closing = False
+        self._cancel_slot()
         self.booted = False
         self.pending_id = None
         self.step = 0
@@ -465,9 +513,11 @@ class ChargePointSim(WSListener):
         if step == -1:  # BootNotification
             if ok and payload is not None and payload.get("status") == "Accepted":
                 self.booted = True
+                self.stats.booted += 1
+                self.stats.check_booted()
                 self.step = 0
                 if self.stats.sessions_open:
-                    self._send_step()
+                    self._send_next()
                 return
             # Pending/Rejected (or a CALLERROR): retry after the advised interval, capped.
             if ok:
@@ -491,12 +541,43 @@ class ChargePointSim(WSListener):
         elif kind == ST_AUTHORIZE and ok:
             self._count_rejection(payload)
         self.step = next_step if next_step < len(SESSION) else 0
-        self._send_step()
+        self._send_next()
 
     def begin_sessions(self) -> None:
         """Start the session cycle of a registered charge point that waits for it."""
         if self.connected and self.booted and self.pending_id is None and self.step == 0:
+            self._send_next()
+
+    def _send_next(self) -> None:
+        """Send the CALL of the current step: at once, or in paced mode at its slot."""
+        interval = self.interval
+        if interval is None:
             self._send_step()
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = self.slot
+        if slot is None:  # first CALL: a random phase within one interval
+            slot = now + random.random() * interval
+        send_at, skipped, self.slot = plan_send(slot, now, interval)
+        stats = self.stats
+        if stats.measuring and now > slot:
+            stats.late_sends += 1
+            stats.skipped_slots += skipped
+        if send_at <= now:
+            self._send_step()
+        else:
+            self.slot_timer = loop.call_at(send_at, self._on_slot)
+
+    def _on_slot(self) -> None:
+        self.slot_timer = None
+        if self.connected and self.booted and self.pending_id is None:
+            self._send_step()
+
+    def _cancel_slot(self) -> None:
+        if self.slot_timer is not None:
+            self.slot_timer.cancel()
+            self.slot_timer = None
 
     def _count_rejection(self, payload: dict[str, Any] | None) -> None:
         info = payload.get("idTagInfo") if payload is not None else None
@@ -528,9 +609,10 @@ def _cpu_seconds() -> float:
 
 
 def _raise_fd_limit(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE (to the hard limit) when it is below ``needed``."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        target = needed if hard == resource.RLIM_INFINITY else hard
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -584,6 +666,9 @@ async def run_load(
     connect_concurrency: int = DEFAULT_CONNECT_CONCURRENCY,
     connect_phase_timeout: float | None = None,
     progress: TextIO | None = sys.stderr,
+    rate: float | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    settle: float = 0.0,
 ) -> LoadResult:
     """Run the load and return what was measured.
 
@@ -592,8 +677,14 @@ async def run_load(
     most ``connect_concurrency`` handshakes in flight); the connect phase ends after
     ``connect_phase_timeout`` seconds at the latest (default: see
     :func:`default_connect_phase_timeout`) and the run goes on with the charge points that
-    made it. Progress goes to ``progress`` (``None`` for silence). Raises
-    :class:`LoadError` when no charge point could connect.
+    made it. Progress goes to ``progress`` (``None`` for silence). ``rate`` switches to
+    paced mode: that many CALLs per second in total, spread evenly over the connected
+    charge points (see the module docstring). ``settle`` seconds pass between the connect
+    phase and the first session, every charge point connected and idle. ``on_phase`` is
+    called with ``"connected"`` (connect phase and ``settle`` over; in paced mode, the
+    BootNotifications answered too; sessions not started yet), ``"measure-start"`` and
+    ``"measure-end"``, e.g. to sample the server there. Raises :class:`LoadError` when no
+    charge point could connect.
     """
     if not url.startswith(("ws://", "wss://")):
         raise LoadError(f"--url must start with ws:// or wss://, got {url!r}")
@@ -603,6 +694,10 @@ async def run_load(
         raise LoadError("--duration must be > 0 and --warmup >= 0")
     if connect_rate is not None and connect_rate <= 0:
         raise LoadError("--connect-rate must be > 0 (leave it out for no limit)")
+    if rate is not None and rate <= 0:
+        raise LoadError("--rate must be > 0 (leave it out to send as fast as answered)")
+    if settle < 0:
+        raise LoadError("settle must be >= 0")
     base = url if url.endswith("/") else url + "/"
     _raise_fd_limit(charge_points + 64)
 
@@ -674,12 +769,13 @@ async def run_load(
             now = time.perf_counter()
             for sim in sims:
                 sim.check_timeout(now)
-            rate = (stats.answered_total - last_answered) / max(now - last_t, 1e-9)
+            answered_rate = (stats.answered_total - last_answered) / max(now - last_t, 1e-9)
             last_answered, last_t = stats.answered_total, now
+            offered = "" if rate is None else f" offered={rate:,.0f}"
             out.line(
                 f"[load] {phase:<7} t={now - started:6.1f}s "
                 f"connected={stats.connected}/{charge_points} "
-                f"msgs/s={rate:,.0f} errors={stats.error_count}"
+                f"msgs/s={answered_rate:,.0f}{offered} errors={stats.error_count}"
             )
 
     ticker_task = loop.create_task(ticker())
@@ -745,12 +841,29 @@ async def run_load(
                 f"no charge point could connect to {base} (first error: {detail}); "
                 "check that the Central System is running and that --url is right"
             )
+        if rate is not None:
+            # Paced: every charge point registered before the schedule starts, so that
+            # the Boot storm is not part of it and the server can be measured idle.
+            stats.all_booted.clear()
+            if stats.booted < stats.connected:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stats.all_booted.wait(), call_timeout)
+            out.event(f"[load] booted {stats.booted}/{stats.connected} connected charge points")
+            interval = max(stats.connected, 1) / rate
+            for sim in sims:
+                sim.interval = interval
+        if settle > 0:
+            phase = "settle"
+            await asyncio.sleep(settle)
+        if on_phase is not None:
+            on_phase("connected")
         stats.sessions_open = True
         for sim in sims:
             sim.begin_sessions()
+        pacing = "" if rate is None else f" paced at {rate:g} msgs/s;"
         out.event(
             f"[load] connected {stats.connected}/{charge_points} in {connect_s:.1f}s; "
-            f"sessions started; warm-up {warmup:g}s"
+            f"sessions started;{pacing} warm-up {warmup:g}s"
         )
 
         # -- warm-up and measurement ----------------------------------------------------------
@@ -758,6 +871,8 @@ async def run_load(
         await asyncio.sleep(warmup)
         phase = "measure"
         out.event(f"[load] measure-start duration={duration:g}s")
+        if on_phase is not None:
+            on_phase("measure-start")
         cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         stats.measuring = True
@@ -767,6 +882,8 @@ async def run_load(
         cpu1 = _cpu_seconds()
         connected_at_end = stats.connected
         out.event("[load] measure-end")
+        if on_phase is not None:
+            on_phase("measure-end")
     finally:
         # -- shutdown: closing handshake, bounded wait, then abort ------------------------------
         phase = "stop"
@@ -820,6 +937,10 @@ async def run_load(
         cpu_util=round(cpu_s / window, 3),
         loop=loop_name,
         first_errors=list(stats.first_errors),
+        failed_connections=stats.errors["connect_failed"],
+        offered_rate=rate,
+        late_sends=stats.late_sends,
+        skipped_slots=stats.skipped_slots,
     )
 
 
@@ -828,10 +949,19 @@ def format_result(result: LoadResult) -> str:
     breakdown = ", ".join(f"{k}={v}" for k, v in result.error_breakdown.items() if v) or "none"
     lines = [
         f"url            {result.url}",
-        f"charge points  {result.connected}/{result.charge_points} connected "
-        f"(connect phase {result.connect_s:.1f}s, reconnects {result.reconnects})",
+        f"charge points  {result.connected}/{result.charge_points} connected at the end "
+        f"(connect phase {result.connect_s:.1f}s, {result.failed_connections} failed, "
+        f"reconnects {result.reconnects})",
         f"window         {result.duration_s:.1f}s after {result.warmup_s:g}s warm-up",
         f"answered CALLs {result.calls}  ->  {result.msgs_per_s:,.0f} msgs/s",
+        *(
+            [
+                f"paced          {result.offered_rate:,.0f} msgs/s offered; "
+                f"{result.late_sends} CALLs sent late, {result.skipped_slots} slots skipped"
+            ]
+            if result.offered_rate is not None
+            else []
+        ),
         f"transactions   {result.transactions}  ->  {result.transactions_per_s:,.1f} /s "
         "(complete sessions: Start, 10 MeterValues, Stop)",
         f"latency ms     p50 {result.p50_ms:.2f}  p90 {result.p90_ms:.2f}  "
@@ -874,6 +1004,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="give up connecting after this many seconds (default: 60 + 0.01 per charge "
         "point, or 1/--connect-rate per charge point)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        metavar="MSGS_PER_S",
+        help="paced mode: offer this many CALLs per second in total, spread evenly over the "
+        "charge points (default: each sends its next CALL as soon as the answer is in)",
     )
     parser.add_argument("--id-prefix", default="CP", help="charge point id prefix (default CP)")
     parser.add_argument(
@@ -919,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
                 call_timeout=args.call_timeout,
                 connect_phase_timeout=args.connect_phase_timeout,
                 progress=None if args.quiet else sys.stderr,
+                rate=args.rate,
             )
         )
     except LoadError as exc:

@@ -1,0 +1,70 @@
+"""The load generator's paced schedule and the capacity benchmark's verdict (bench/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from capacity import Step, charge_point_list, judge
+from load import plan_send
+
+
+def test_on_time_waits_for_its_slot() -> None:
+    assert plan_send(slot=10.0, now=8.5, interval=5.0) == (10.0, 0, 15.0)
+    assert plan_send(slot=10.0, now=10.0, interval=5.0) == (10.0, 0, 15.0)
+
+
+def test_late_sends_at_once_and_keeps_the_grid() -> None:
+    # Answer 2 s late: sent now, no slot skipped, the next one on the original grid.
+    assert plan_send(slot=10.0, now=12.0, interval=5.0) == (12.0, 0, 15.0)
+
+
+def test_slots_passed_while_waiting_are_skipped_not_made_up() -> None:
+    # Slots 10, 15 and 20 passed; one CALL goes now, two slots are skipped.
+    assert plan_send(slot=10.0, now=21.0, interval=5.0) == (21.0, 2, 25.0)
+    # Exactly on a later slot: that slot counts as passed.
+    assert plan_send(slot=10.0, now=15.0, interval=5.0) == (15.0, 1, 20.0)
+
+
+def test_a_late_charge_point_never_exceeds_its_rate() -> None:
+    """However late the answers, the CALLs sent over a long run stay within one per slot."""
+    interval, slot, now, sent = 1.0, 0.0, 0.0, 0
+    for latency in [0.1, 2.7, 0.2, 0.0, 5.5, 0.9, 1.3] * 20:
+        send_at, _, slot = plan_send(slot, now, interval)
+        assert slot > send_at
+        sent += 1
+        now = send_at + latency  # the answer frees the charge point
+    assert sent <= now / interval + 1
+
+
+def _step(**values: float) -> Step:
+    step = Step(charge_points=100, offered_rate=2000.0, warmup_s=5.0)
+    step.connected = 100
+    for name, value in values.items():
+        setattr(step, name, value)
+    return step
+
+
+def test_verdict() -> None:
+    assert judge(_step(p99_ms=49.9, kib_per_connection=30.0), 50.0, 30.0) == []
+    failures = judge(
+        _step(connected=99, failed_connections=1, p99_ms=50.0, kib_per_connection=30.5),
+        50.0,
+        30.0,
+    )
+    assert failures == [
+        "99/100 connected, 1 failed connections",
+        "p99 50.0 ms >= 50 ms",
+        "30.5 KiB/connection > 30 KiB",
+    ]
+
+
+def test_charge_point_list() -> None:
+    assert charge_point_list("1000,5_000, 10000") == [1000, 5000, 10000]
+    with pytest.raises(argparse.ArgumentTypeError):
+        charge_point_list("1000,x")
