@@ -7,6 +7,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,7 +52,14 @@ from kilowatt.tracing import TracedCommandBus, load_tracer, traced_routes
 if TYPE_CHECKING:  # imported when used: a single process never loads the Redis client
     from kilowatt.cluster.node import ClusterNode
 
-__all__ = ["Application", "Services", "build_services", "create_app", "freeze_heap"]
+__all__ = [
+    "Application",
+    "Services",
+    "build_services",
+    "create_app",
+    "freeze_heap",
+    "tune_interpreter",
+]
 
 log = logging.getLogger("kilowatt")
 
@@ -239,6 +247,19 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def tune_interpreter(settings: Settings) -> None:
+    """Settings of the interpreter for a serving process, once its application has
+    started: the heap frozen (:func:`freeze_heap`) and the GIL switch interval.
+
+    The switch interval is how long the event loop may keep the GIL while a database
+    thread waits for it. The SQLite writer lets go of the GIL at every statement and
+    needs it back to go on; with Python's 5 ms, a busy loop stretches each of its
+    group commits, and every answer waiting on it, by several milliseconds.
+    """
+    sys.setswitchinterval(settings.gil_switch_interval)
+    freeze_heap()
 
 
 def _is_loopback(host: str) -> bool:

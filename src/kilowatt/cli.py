@@ -73,11 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: Settings) -> None:
-    from kilowatt.app import create_app, freeze_heap
+    from kilowatt.app import create_app, tune_interpreter
 
     app = create_app(settings)
     await app.start()
-    freeze_heap()
+    tune_interpreter(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -161,6 +161,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines.")
     use_uvloop: bool = Field(True, description="Run on uvloop when it is installed.")
+    gil_switch_interval: float = Field(
+        0.0005,
+        gt=0,
+        le=1,
+        description="Seconds a thread may hold Python's GIL while another waits for it "
+        "(sys.setswitchinterval; Python's default is 0.005). Shorter lets the database "
+        "threads take their turn sooner while the event loop is busy.",
+    )
     shutdown_timeout: float = Field(
         10.0, ge=0, description="Seconds in-flight handlers get to finish on shutdown."
     )

@@ -298,11 +298,11 @@ def run_worker(values: dict[str, Any], index: int, status: Connection) -> None:
 
 
 async def _serve(settings: Settings, status: Connection) -> None:
-    from kilowatt.app import create_app, freeze_heap
+    from kilowatt.app import create_app, tune_interpreter
 
     app = create_app(settings)
     await app.start()
-    freeze_heap()
+    tune_interpreter(settings)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
