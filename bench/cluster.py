@@ -21,9 +21,17 @@ point: it connects, sends BootNotification, resends it after the advised interva
 while the answer is not Accepted, reconnects after :data:`RETRY_DELAY_S` when the
 connection fails or drops, and holds the connection once Accepted.
 
-Open files: every socket is a file descriptor, in this process and in the nodes.
-The soft ``RLIMIT_NOFILE`` of this process is raised to the hard limit before the
-nodes start (they inherit it) and checked in each node through ``/proc``.
+Each wave also reports the peak open files of each node, the peak number of Redis
+clients, the CPU each process took while charge points were booting (and how much
+went to other processes on the machine), and the warnings and errors the nodes
+logged, counted by kind.
+
+Open files: every socket is a file descriptor, in this process and in the nodes,
+and ``kilowatt serve`` does not raise its own soft ``RLIMIT_NOFILE``. The soft limit
+of this process is raised to the hard limit before the nodes start (they inherit
+it) and each node's is checked, and raised if need be, through ``prlimit``.
+``--node-fd-limit 1024`` instead starts the nodes with that soft limit (a common
+default) to show what a node does when it runs out of descriptors.
 
 The load average is printed with the figures: on a shared machine they vary a lot.
 Progress goes to stderr.
@@ -102,6 +110,23 @@ def raise_fd_limit(needed: int) -> tuple[int, int]:
             f"hard limit (e.g. `ulimit -Hn {needed}` as root) or use fewer --charge-points"
         )
     return soft, hard
+
+
+def set_fd_limit(pid: int, needed: int, exact: bool = False) -> str:
+    """Raise another process's soft RLIMIT_NOFILE to ``needed`` (at most its hard limit),
+    or with ``exact`` set it to ``needed`` whatever it was; soft/hard after.
+
+    ``kilowatt serve`` keeps the limit it was started with (it does not raise its own),
+    and a node holds one descriptor per charge point. The nodes inherit this process's
+    raised limit; this covers a launcher that lowered it again. ``exact`` reproduces a
+    node started with a lower limit (``--node-fd-limit``).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        if exact or (soft != resource.RLIM_INFINITY and soft < needed):
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (target, hard))
+    return process_fd_limit(pid)
 
 
 def process_fd_limit(pid: int) -> str:
@@ -255,7 +280,13 @@ class StormPoint(WSListener):
                 self.failures.append(f"connect {type(exc).__name__}: {exc}")
                 await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            self.transport = transport
+            if transport.response is None or self.transport is not transport:
+                # picows returns (no exception, no callback) when the server closes the
+                # connection during the handshake, e.g. a node out of file descriptors.
+                self.failures.append("connect closed during the handshake")
+                transport.disconnect(graceful=False)
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
             self.opened_at = time.perf_counter()
             while self.transport is transport:
                 timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.perf_counter()))
@@ -425,6 +456,8 @@ def log_event(line: str) -> str:
         return line[:160]
     event = fields["event"].strip('"')
     reason = fields.get("reason", "").strip('"').split("(")[0]
+    if "exception" in fields:  # a traceback: its last line says what was raised
+        reason = fields["exception"].strip('"').split("\\n")[-1][:160]
     text = f"{fields.get('level', '?')} {event}"
     return f"{text} ({reason})" if reason else text
 
@@ -486,7 +519,7 @@ def report_wave(title: str, result: Wave, target: float | None) -> list[str]:
             lines.append(f"- node {name} logged no warning or error")
     if result.log_examples:
         lines.append("- first line of each kind:")
-        lines += [f"  - `{line[:400]}`" for line in result.log_examples.values()]
+        lines += [f"  - `{line[:300]}`" for line in result.log_examples.values()]
     return lines
 
 
@@ -517,8 +550,11 @@ async def measure_hop(
     return local, remote
 
 
-async def run(calls: int, count: int, target: float, storm_timeout: float) -> None:
+async def run(
+    calls: int, count: int, target: float, storm_timeout: float, node_fd_limit: int | None
+) -> None:
     soft, hard = raise_fd_limit(count + FD_SPARE)  # the nodes inherit it
+    node_fds = count + FD_SPARE if node_fd_limit is None else node_fd_limit
     log(f"[cluster] open files limit of this process: soft {soft}, hard {hard}")
     settle = 1.5 * PRESENCE_TTL  # a wrongly closed connection shows within a renewal
     postgres, redis = start_postgres(), start_redis()
@@ -530,7 +566,10 @@ async def run(calls: int, count: int, target: float, storm_timeout: float) -> No
         nodes = [a, b]
         try:
             await asyncio.to_thread(wait_ready, a, b)
-            limits = {node.name: process_fd_limit(node.process.pid) for node in nodes}
+            limits = {
+                node.name: set_fd_limit(node.process.pid, node_fds, exact=node_fd_limit is not None)
+                for node in nodes
+            }
             log(f"[cluster] open files limit (soft/hard) of the nodes: {limits}")
             local, remote = await measure_hop(a, b, database, calls)
             services = {
@@ -596,9 +635,10 @@ async def run(calls: int, count: int, target: float, storm_timeout: float) -> No
         f"\nA wave ends once every charge point has held its Accepted connection for "
         f"{settle:g} s (a connection the server closes meanwhile is retried)."
     )
+    option = "" if node_fd_limit is None else f" --node-fd-limit {node_fd_limit}"
     print(
         f"\nreproduce: .venv/bin/python bench/cluster.py --calls {calls} "
-        f"--charge-points {count} --target {target:g} --storm-timeout {storm_timeout:g}"
+        f"--charge-points {count} --target {target:g} --storm-timeout {storm_timeout:g}{option}"
     )
 
 
@@ -615,13 +655,23 @@ def main() -> None:
         default=180.0,
         help="give up on a wave after this many seconds (default 180)",
     )
+    parser.add_argument(
+        "--node-fd-limit",
+        type=int,
+        default=None,
+        help="set the nodes' soft open files limit to this (e.g. 1024, a common default) "
+        "instead of raising it: shows what a node does when it runs out",
+    )
     args = parser.parse_args()
+    main_coroutine = run(
+        args.calls, args.charge_points, args.target, args.storm_timeout, args.node_fd_limit
+    )
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run(args.calls, args.charge_points, args.target, args.storm_timeout))
+        asyncio.run(main_coroutine)
     else:
-        uvloop.run(run(args.calls, args.charge_points, args.target, args.storm_timeout))
+        uvloop.run(main_coroutine)
 
 
 if __name__ == "__main__":
