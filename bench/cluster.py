@@ -51,8 +51,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -72,7 +74,7 @@ from tests.cluster.conftest import (  # noqa: E402
     wait_ready,
 )
 from tests.cluster.sim import SimChargePoint  # noqa: E402
-from tests.servers import start_postgres, start_redis  # noqa: E402
+from tests.servers import asyncpg_dsn, start_postgres, start_redis  # noqa: E402
 
 from compare import tree_cpu_seconds  # noqa: E402
 
@@ -307,7 +309,8 @@ class StormPoint(WSListener):
         while not stop.done() and await self.boot_once(base_url, deadline):
             lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self.lost = lost
-            await asyncio.wait([lost, stop], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [lost, stop]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if not lost.done():
                 return  # held until the end of the wave
             self.accepted_at = 0.0
@@ -331,6 +334,8 @@ class Wave:
     accepted: int = 0  # Accepted and connected when the wave ended
     peak_fds: dict[str, int] = field(default_factory=dict)
     peak_redis_clients: int = 0
+    db_connected_all_held: int | None = None  # rows connected=true when all were held
+    db_connected_end: int | None = None  # … when the wave ended
     server_log: dict[str, collections.Counter[str]] = field(default_factory=dict)
     log_examples: dict[str, str] = field(default_factory=dict)  # kind → first line
     cpu: dict[str, float] = field(default_factory=dict)  # cores in use, on average
@@ -355,21 +360,39 @@ def held(points: list[StormPoint]) -> int:
     return sum(1 for p in points if p.accepted_at and p.transport is not None)
 
 
+@dataclass
+class Probes:
+    """What a wave watches besides its charge points."""
+
+    nodes: list[Node]
+    services: dict[str, int | None]  # PostgreSQL's and Redis's process ids
+    redis: aioredis.Redis
+    database: asyncpg.Connection
+
+    async def redis_clients(self) -> int:
+        info = await self.redis.info("clients")
+        return int(info["connected_clients"])
+
+    async def connected_rows(self, prefix: str) -> int:
+        """Charge points the database says are connected (``connected = true``)."""
+        query = "SELECT count(*) FROM charge_points WHERE connected AND id LIKE $1"
+        return int(await self.database.fetchval(query, prefix + "%"))
+
+
 async def wave(
     label: str,
     points: list[StormPoint],
     urls: list[str],
     timeout: float,
     settle: float,
-    nodes: list[Node],
-    redis_url: str,
-    services: dict[str, int | None],
+    probes: Probes,
 ) -> Wave:
     """All ``points`` at once, point i to ``urls[i % len(urls)]``; progress each second.
 
     The wave ends when every charge point has been Accepted and held its connection for
     ``settle`` seconds (drops are reconnected), or ``settle`` seconds after ``timeout``.
     """
+    nodes, services = probes.nodes, probes.services
     log_before = {node.name: len(node.output()) for node in nodes}
     cpu_before = cpu_sample(nodes, services)
     result = Wave(points, time.perf_counter())
@@ -379,7 +402,7 @@ async def wave(
         asyncio.create_task(point.run(urls[i % len(urls)], deadline, stop))
         for i, point in enumerate(points)
     ]
-    monitor = aioredis.Redis.from_url(redis_url)
+    prefix = points[0].cp_id.rstrip("0123456789")
     all_held_since: float | None = None
     cpu_busy = cpu_before
     try:
@@ -392,16 +415,19 @@ async def wave(
                 fds = open_fds(node.process.pid)
                 result.peak_fds[node.name] = max(result.peak_fds.get(node.name, 0), fds)
             with contextlib.suppress(Exception):
-                info = await monitor.info("clients")
-                clients = int(info["connected_clients"])
+                clients = await probes.redis_clients()
                 result.peak_redis_clients = max(result.peak_redis_clients, clients)
+            rows = await probes.connected_rows(prefix)
+            if all_held_since is not None and result.db_connected_all_held is None:
+                result.db_connected_all_held = rows
+            result.db_connected_end = rows
             log(
                 f"[{label}] t={now - result.started:6.1f}s "
                 f"accepted+held={accepted}/{len(points)} "
                 f"open={sum(1 for p in points if p.transport is not None)} "
                 f"retries={sum(len(p.failures) for p in points)} "
                 + " ".join(f"fds[{n}]={result.peak_fds[n]}" for n in result.peak_fds)
-                + f" redis-clients(peak)={result.peak_redis_clients}"
+                + f" redis-clients(peak)={result.peak_redis_clients} db-connected={rows}"
             )
             if all_held_since is not None and now - all_held_since >= settle:
                 break
@@ -413,7 +439,6 @@ async def wave(
     finally:
         stop.set_result(None)
         await asyncio.gather(*tasks, return_exceptions=True)
-        await monitor.aclose()
     result.accepted = held(points)
     last = max((p.accepted_at for p in points if p.accepted_at), default=time.perf_counter())
     result.elapsed = last - result.started
@@ -501,6 +526,9 @@ def report_wave(title: str, result: Wave, target: float | None) -> list[str]:
         "- peak open files: "
         + ", ".join(f"node {name} {fds}" for name, fds in result.peak_fds.items())
         + f"; peak Redis clients {result.peak_redis_clients}",
+        f"- database rows with connected = true: {result.db_connected_all_held} when all "
+        f"{count} were first Accepted and connected, {result.db_connected_end} at the end "
+        "of the wave",
     ]
     if result.cpu:
         lines.append(
@@ -550,6 +578,25 @@ async def measure_hop(
     return local, remote
 
 
+async def storm_waves(
+    count: int, nodes: list[Node], timeout: float, settle: float, probes: Probes
+) -> tuple[Wave, Wave]:
+    """First connection (half to each node), then the storm (each to the other node)."""
+    a, b = nodes
+    log(f"[storm] {count} charge points connect and boot, half to each node")
+    ids = [f"STORM-{i:05d}" for i in range(count)]
+    first_points = [StormPoint(cp_id) for cp_id in ids]
+    first = await wave("first", first_points, [a.ws, b.ws], timeout, settle, probes)
+    log(f"[storm] dropping all {count} sockets; each reconnects to the other node")
+    for point in first_points:
+        point.abort()
+    storm_points = [StormPoint(cp_id) for cp_id in ids]  # the same ids, new sockets
+    storm = await wave("storm", storm_points, [b.ws, a.ws], timeout, settle, probes)
+    for point in storm_points:
+        point.abort()
+    return first, storm
+
+
 async def run(
     calls: int, count: int, target: float, storm_timeout: float, node_fd_limit: int | None
 ) -> None:
@@ -577,36 +624,17 @@ async def run(
                 "redis": find_pid("redis-server", str(urlsplit(redis.url).port)),
             }
             log(f"[cluster] server processes: {services}")
-
-            log(f"[storm] {count} charge points connect and boot, half to each node")
-            ids = [f"STORM-{i:05d}" for i in range(count)]
-            first_points = [StormPoint(cp_id) for cp_id in ids]
-            first = await wave(
-                "first",
-                first_points,
-                [a.ws, b.ws],
-                storm_timeout,
-                settle,
+            probes = Probes(
                 nodes,
-                redis.url,
                 services,
+                aioredis.Redis.from_url(redis.url),
+                await asyncpg.connect(asyncpg_dsn(database.url)),
             )
-            log(f"[storm] dropping all {count} sockets; each reconnects to the other node")
-            for point in first_points:
-                point.abort()
-            storm_points = [StormPoint(cp_id) for cp_id in ids]
-            storm = await wave(
-                "storm",
-                storm_points,
-                [b.ws, a.ws],
-                storm_timeout,
-                settle,
-                nodes,
-                redis.url,
-                services,
-            )
-            for point in storm_points:
-                point.abort()
+            try:
+                first, storm = await storm_waves(count, [a, b], storm_timeout, settle, probes)
+            finally:
+                await probes.redis.aclose()
+                await probes.database.close()
         finally:
             finish(a, b)
     finally:
