@@ -7,7 +7,8 @@ most 30 KiB of server memory per connected charge point. Run it from the reposit
 root::
 
     .venv/bin/python bench/capacity.py [--charge-points 1000,5000,10000] [--rate 2000]
-        [--duration 30] [--warmup W] [--connect-rate 1000] [--max [--max-step 5000]]
+        [--duration 30] [--warmup W] [--connect-rate 1000]
+        [--max [--max-step 5000] [--max-resolution 1000]]
         [--json-out FILE]
 
 For each N, with a fresh server on a fresh SQLite file (in a temporary directory):
@@ -32,9 +33,10 @@ For each N, with a fresh server on a fresh SQLite file (in a temporary directory
    the window (none failed to connect), p99 < ``--p99-limit-ms`` and the memory per
    connection <= ``--kib-limit``.
 
-``--max`` then goes on in steps of ``--max-step`` charge points while the steps pass
-(never beyond what the open-files limits and the ephemeral port range allow) and
-reports the largest N that passed.
+``--max`` then searches the largest N that passes: up in steps of ``--max-step`` from
+the largest N that passed (never beyond what the open-files limits and the ephemeral
+port range allow) until one fails, then halving the gap between the largest pass and
+the smallest failure down to ``--max-resolution`` charge points.
 
 A Markdown table goes to stdout with the reproducing command; progress (connected
 charge points, answered CALLs per second, server memory) to stderr. The load average is
@@ -51,6 +53,9 @@ import os
 import platform
 import resource
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +89,7 @@ MIN_WARMUP_S = 5.0
 P99_LIMIT_MS = 50.0
 KIB_LIMIT = 30.0
 MAX_STEP = 5000
+MAX_RESOLUTION = 1000
 FD_SPARE = 256  # descriptors beyond one per connection: database, logs, pipes, listeners
 ID_PREFIX = "CAP"
 SERVE_ARGV = (sys.executable, "-m", "kilowatt", "serve")
@@ -137,6 +143,18 @@ def machine_busy_seconds() -> float:
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the server's GIL-holding stacks (collapsed) until SIGINT."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [py_spy, "record", "-p", str(pid), "-f", "raw", "-o", str(output)]
+    argv += ["--rate", "200", "--gil", "--nonblocking"]
+    try:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        log(f"[capacity] warning: cannot run py-spy ({exc}); no profile")
+        return None
 
 
 def open_fds(pid: int) -> int:
@@ -229,11 +247,16 @@ def judge(step: Step, p99_limit_ms: float, kib_limit: float) -> list[str]:
     return failures
 
 
-def server_env(database_url: str) -> dict[str, str]:
+def server_env(database_url: str, extra: list[str] | None = None) -> dict[str, str]:
+    """The server's environment: no inherited KILOWATT_*, the benchmark's settings, then
+    ``extra`` (``KEY=VALUE`` items, e.g. to try a setting)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("KILOWATT_")}
     env.update(SERVER_ENV)
     env["KILOWATT_DATABASE_URL"] = database_url
     env["KILOWATT_CONFIGURATION_SYNC_ON_BOOT"] = "false"
+    for item in extra or []:
+        key, _, value = item.partition("=")
+        env[key] = value
     return env
 
 
@@ -261,9 +284,11 @@ async def register_id_tags(charge_points: int, env: dict[str, str]) -> None:
 class _ServerWatch:
     """Samples the server at the load generator's phases and every few seconds."""
 
-    def __init__(self, pid: int, step: Step) -> None:
+    def __init__(self, pid: int, step: Step, profile: Path | None = None) -> None:
         self.pid = pid
         self.step = step
+        self.profile = profile  # py-spy output of the window (collapsed stacks), if wanted
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.cpu_start: float | None = None
         self.t_start = 0.0
         self.busy_start = 0.0
@@ -285,9 +310,13 @@ class _ServerWatch:
                 f"(idle {step.rss_idle_kib / 1024:.1f} MiB), {step.server_open_fds} open files"
             )
         elif phase == "measure-start":
+            if self.profile is not None:
+                self.profiler = start_profiler(self.pid, self.profile)
             self.cpu_start, self.t_start = tree_cpu_seconds(self.pid), time.perf_counter()
             self.busy_start, self.own_start = machine_busy_seconds(), own_cpu_seconds()
         elif phase == "measure-end":
+            if self.profiler is not None:
+                self.profiler.send_signal(signal.SIGINT)  # py-spy writes what it has
             step.rss_end_kib = self.sample()
             cpu_end = tree_cpu_seconds(self.pid)
             if self.cpu_start is not None and cpu_end is not None:
@@ -312,7 +341,7 @@ async def run_step(n: int, args: argparse.Namespace, directory: Path) -> Step:
     step = Step(charge_points=n, offered_rate=args.rate, warmup_s=warmup)
     step.loadavg_before = os.getloadavg()
     database = directory / f"capacity-{n}.db"
-    env = server_env(f"sqlite:///{database}")
+    env = server_env(f"sqlite:///{database}", args.server_env)
     port = free_port()
     spec = ServerSpec(
         name=f"kilowatt-{n}",
@@ -337,7 +366,8 @@ async def run_step(n: int, args: argparse.Namespace, directory: Path) -> Step:
         await asyncio.sleep(args.settle)
         if proc.returncode is not None:  # e.g. lost the port to another process
             raise CompareError(f"the server exited (code {proc.returncode}) after starting")
-        watch = _ServerWatch(proc.pid, step)
+        profile = None if args.py_spy is None else args.py_spy / f"server-{n}.txt"
+        watch = _ServerWatch(proc.pid, step, profile)
         step.rss_idle_kib = watch.sample()
         sampler = asyncio.get_running_loop().create_task(watch.run())
         result = await run_load(
@@ -351,6 +381,9 @@ async def run_step(n: int, args: argparse.Namespace, directory: Path) -> Step:
             settle=args.settle,
             on_phase=watch.on_phase,
         )
+        if watch.profiler is not None:
+            await asyncio.to_thread(watch.profiler.wait, 30)
+            log(f"[capacity] N={n}: server profile in {profile}")
         if proc.returncode is not None:
             raise CompareError(f"the server exited (code {proc.returncode}) during the run")
         step.load = result.to_dict()
@@ -403,7 +436,11 @@ def _mib(kib: int) -> str:
 
 
 def markdown_report(
-    steps: list[Step], args: argparse.Namespace, command: str, search_note: str | None
+    steps: list[Step],
+    args: argparse.Namespace,
+    command: str,
+    search_note: str | None,
+    code: str = "unknown",
 ) -> str:
     header = (
         "| charge points | connected at end | failed connections | offered msgs/s "
@@ -452,7 +489,7 @@ def markdown_report(
         f"{args.connect_rate:g}/s; warm-up {_warmups(steps)} s before the window.",
         "- Server: `python -m kilowatt serve`, fresh SQLite file per N, message log on, "
         "boot policy accept-all, configuration sync on boot off, log level warning; "
-        "idTags registered beforehand.",
+        "idTags registered beforehand" + _extra_env(args.server_env) + f". Code: {code}.",
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
         "the load generator runs in this process (uvloop), the server in its own. "
@@ -472,6 +509,46 @@ def markdown_report(
             lines.append(f"- N={s.charge_points}: the server logged {s.server_warnings} lines")
     lines += ["", "Reproduce with:", "", "```", command, "```"]
     return "\n".join(lines)
+
+
+def server_code() -> str:
+    """Which Kilowatt the server runs: its source directory, and the commit if in Git.
+
+    The checkout may be shared and edited while the benchmark runs: say so."""
+    env = server_env("sqlite://")
+    try:
+        found = subprocess.run(
+            [sys.executable, "-c", "import kilowatt; print(kilowatt.__file__)"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    source = Path(found).parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return str(source)
+    return f"{source} at {commit}" + (" with uncommitted changes" if dirty else "")
+
+
+def _extra_env(items: list[str]) -> str:
+    return "; also " + ", ".join(f"`{item}`" for item in items) if items else ""
 
 
 def _warmups(steps: list[Step]) -> str:
@@ -503,6 +580,11 @@ def reproduce_command(args: argparse.Namespace) -> str:
         argv += ["--warmup", f"{args.warmup:g}"]
     if args.max:
         argv += ["--max", "--max-step", str(args.max_step)]
+        argv += ["--max-resolution", str(args.max_resolution)]
+    for item in args.server_env:
+        argv += ["--server-env", item]
+    if args.py_spy is not None:
+        argv += ["--py-spy", str(args.py_spy)]
     return shlex.join(argv)
 
 
@@ -562,9 +644,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max",
         action="store_true",
-        help="after the list, go on in --max-step steps until a step fails",
+        help="after the list, search the largest N that passes (see --max-step, --max-resolution)",
     )
-    parser.add_argument("--max-step", type=int, default=MAX_STEP, help=f"default {MAX_STEP}")
+    parser.add_argument(
+        "--max-step",
+        type=int,
+        default=MAX_STEP,
+        help=f"--max goes up in steps of this many charge points (default {MAX_STEP})",
+    )
+    parser.add_argument(
+        "--max-resolution",
+        type=int,
+        default=MAX_RESOLUTION,
+        help="--max then narrows the gap between the largest pass and the next failure "
+        f"down to this many charge points (default {MAX_RESOLUTION})",
+    )
     parser.add_argument(
         "--p99-limit-ms", type=float, default=P99_LIMIT_MS, help=f"default {P99_LIMIT_MS:g}"
     )
@@ -580,6 +674,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="seconds to wait for the server to listen (default 60)",
     )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the server, e.g. KILOWATT_MESSAGE_LOG_ENABLED=false "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="profile the server during each window with py-spy (GIL-holding samples, "
+        "collapsed stacks in DIR/server-N.txt); it costs the server some CPU",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="also write results here")
     parser.add_argument(
         "--no-uvloop", action="store_true", help="load generator on the asyncio default loop"
@@ -589,9 +699,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need --rate, --duration, --connect-rate > 0 and --settle >= 0")
     if args.warmup is not None and args.warmup < 0:
         parser.error("need --warmup >= 0")
-    if args.max_step < 1:
-        parser.error("need --max-step >= 1")
+    if args.max_step < 1 or args.max_resolution < 1:
+        parser.error("need --max-step >= 1 and --max-resolution >= 1")
+    for item in args.server_env:
+        if "=" not in item or not item.partition("=")[0]:
+            parser.error(f"--server-env takes KEY=VALUE, got {item!r}")
     return args
+
+
+def next_probe(
+    passed: list[int], failed: list[int], step: int, resolution: int, ceiling: int
+) -> int | None:
+    """The next N the --max search measures, or None when it is done.
+
+    Up in ``step``s from the largest N that passed while nothing above it failed (never
+    beyond ``ceiling``), then halving the gap between the largest pass and the smallest
+    failure above it until it is at most ``resolution``. Nothing passed: halving from 0.
+    """
+    low = max(passed, default=0)
+    above = [n for n in failed if n > low]
+    if not above:
+        probe = low + step
+        return probe if probe <= ceiling else None
+    high = min(above)
+    if high - low <= resolution:
+        return None
+    return (low + high) // 2
 
 
 async def measure(args: argparse.Namespace, directory: Path) -> tuple[list[Step], str | None]:
@@ -602,13 +735,21 @@ async def measure(args: argparse.Namespace, directory: Path) -> tuple[list[Step]
     if not args.max:
         return steps, None
     ceiling, reason = max_charge_points()
-    n = max(args.charge_points)
-    while steps[-1].passed:
-        n += args.max_step
-        if n > ceiling:
-            return steps, f"search stopped: {n:,} charge points exceed the {reason} ({ceiling:,})"
+    while True:
+        passed = [s.charge_points for s in steps if s.passed]
+        failed = [s.charge_points for s in steps if not s.passed]
+        n = next_probe(passed, failed, args.max_step, args.max_resolution, ceiling)
+        if n is None:
+            break
         steps.append(await run_step(n, args, directory))
-    return steps, f"search: {steps[-1].charge_points:,} failed"
+    best = max(passed, default=0)
+    above = [n for n in failed if n > best]
+    if not above:
+        return steps, f"search stopped at the {reason} ({ceiling:,} charge points)"
+    return steps, (
+        f"search: {best:,} passed, {min(above):,} failed "
+        f"(resolution {args.max_resolution:,} charge points)"
+    )
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -624,15 +765,20 @@ async def amain(args: argparse.Namespace) -> int:
         log(f"[capacity] error: {too_many} exceed what the {reason} allows ({ceiling:,})")
         return 2
     log(f"[capacity] load average {os.getloadavg()}, {os.cpu_count()} CPUs")
+    if args.py_spy is not None:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     command = reproduce_command(args)
+    code = server_code()
+    log(f"[capacity] server code: {code}")
     with tempfile.TemporaryDirectory(prefix="kilowatt-capacity-") as tmp:
         steps, search_note = await measure(args, Path(tmp))
-    report = markdown_report(steps, args, command, search_note)
+    report = markdown_report(steps, args, command, search_note, code)
     print(report, flush=True)
     if args.json_out is not None:
         payload = {
             "command": command,
             "config": {key: value for key, value in vars(args).items() if key not in ("json_out",)},
+            "server_code": code,
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from capacity import Step, charge_point_list, judge
+from capacity import Step, charge_point_list, judge, next_probe
 from load import plan_send
 
 
@@ -68,3 +68,13 @@ def test_charge_point_list() -> None:
     assert charge_point_list("1000,5_000, 10000") == [1000, 5000, 10000]
     with pytest.raises(argparse.ArgumentTypeError):
         charge_point_list("1000,x")
+
+
+def test_max_search_steps_up_then_halves_the_gap() -> None:
+    probe = lambda passed, failed: next_probe(passed, failed, 5000, 1000, 19_000)  # noqa: E731
+    assert probe([1000, 5000, 10000], []) == 15000  # all passed: up a step
+    assert probe([1000, 5000, 10000, 15000], []) is None  # the next step exceeds the ceiling
+    assert probe([1000], [5000, 10000]) == 3000  # halve between the pass and the failure
+    assert probe([1000, 3000], [5000, 10000]) == 4000
+    assert probe([1000, 3000, 4000], [5000, 10000]) is None  # within the resolution
+    assert probe([], [5000]) == 2500  # nothing passed: from 0
