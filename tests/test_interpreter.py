@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
 import sys
+import textwrap
 
 import pytest
 from pydantic import ValidationError
@@ -31,3 +33,44 @@ def test_the_default_switch_interval_is_shorter_than_pythons() -> None:
 def test_a_switch_interval_out_of_range_is_refused(value: float) -> None:
     with pytest.raises(ValidationError, match="gil_switch_interval"):
         Settings(gil_switch_interval=value)
+
+
+def _in_a_child(code: str) -> str:
+    # Limits are per process: change them in a child, never in the test process.
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit_never_lowered() -> None:
+    out = _in_a_child(
+        """
+        import resource
+        from kilowatt.process import raise_open_file_limit
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        print(raise_open_file_limit(512), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        print(raise_open_file_limit(300), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        print(raise_open_file_limit() == min(hard, 2**62), hard)
+        """
+    )
+    first, second, third = out.splitlines()
+    assert first == "512 512"
+    assert second == "512 512"  # not lowered
+    assert third.split()[0] == "True"
+
+
+def test_the_low_limit_warning_names_the_fix(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kilowatt import app
+
+    monkeypatch.setattr(app, "raise_open_file_limit", lambda wanted=None: 1000)
+    assert app.raise_file_limit() == 1000
+    assert "ulimit -n" in caplog.text
+    assert "open file limit is low" in caplog.text

@@ -33,6 +33,7 @@ from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
 from kilowatt.ocpp16.handlers.registration import require_acceptance
 from kilowatt.ocpp16.routes import CENTRAL_TO_CHARGE_POINT, SUBPROTOCOL, protocol_spec
+from kilowatt.process import raise_open_file_limit
 from kilowatt.protocol.router import Router
 from kilowatt.services.api_tokens import ApiTokenService
 from kilowatt.services.authorization import AuthorizationService
@@ -58,6 +59,7 @@ __all__ = [
     "build_services",
     "create_app",
     "freeze_heap",
+    "raise_file_limit",
     "tune_interpreter",
 ]
 
@@ -247,6 +249,25 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+# Below this many open files, a serving process says how few charge points it can hold.
+LOW_FILE_LIMIT = 4096
+
+
+def raise_file_limit() -> int | None:
+    """Before serving: the open-file limit raised to the hard limit (one file per
+    connected charge point), and a warning when it stays low. Returns it."""
+    limit = raise_open_file_limit()
+    if limit is not None and limit < LOW_FILE_LIMIT:
+        log.warning(
+            "open file limit is low: about this many charge points can connect at most; "
+            "raise it (ulimit -n, or LimitNOFILE= in a systemd unit)",
+            extra={"limit": limit, "charge_points": max(0, limit - 64)},
+        )
+    else:
+        log.debug("open file limit", extra={"limit": limit})
+    return limit
 
 
 def tune_interpreter(settings: Settings) -> None:

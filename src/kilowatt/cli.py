@@ -73,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: Settings) -> None:
-    from kilowatt.app import create_app, tune_interpreter
+    from kilowatt.app import create_app, raise_file_limit, tune_interpreter
 
+    raise_file_limit()
     app = create_app(settings)
     await app.start()
     tune_interpreter(settings)

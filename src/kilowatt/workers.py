@@ -298,8 +298,9 @@ def run_worker(values: dict[str, Any], index: int, status: Connection) -> None:
 
 
 async def _serve(settings: Settings, status: Connection) -> None:
-    from kilowatt.app import create_app, tune_interpreter
+    from kilowatt.app import create_app, raise_file_limit, tune_interpreter
 
+    raise_file_limit()
     app = create_app(settings)
     await app.start()
     tune_interpreter(settings)

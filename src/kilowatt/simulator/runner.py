@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any, TextIO
 
+from kilowatt.process import raise_open_file_limit
 from kilowatt.simulator.charge_point import SimulatedChargePoint
 from kilowatt.simulator.scenario import BUILTIN, Scenario
 from kilowatt.simulator.stats import SimulationStats
@@ -452,17 +453,8 @@ def _drain(
 
 
 def _raise_file_limit(needed: int) -> None:
-    try:
-        import resource
-    except ImportError:  # not a POSIX system: nothing to raise
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
+    soft = raise_open_file_limit(needed)
+    if soft is not None and soft < needed:
         raise SimulationError(
             f"{needed - 64} charge points need about {needed} open files but the limit is "
             f"{soft}: raise it (ulimit -n {needed}), use --processes or fewer --charge-points"
