@@ -26,12 +26,13 @@ clients, the CPU each process took while charge points were booting (and how muc
 went to other processes on the machine), and the warnings and errors the nodes
 logged, counted by kind.
 
-Open files: every socket is a file descriptor, in this process and in the nodes,
-and ``kilowatt serve`` does not raise its own soft ``RLIMIT_NOFILE``. The soft limit
-of this process is raised to the hard limit before the nodes start (they inherit
-it) and each node's is checked, and raised if need be, through ``prlimit``.
-``--node-fd-limit 1024`` instead starts the nodes with that soft limit (a common
-default) to show what a node does when it runs out of descriptors.
+Open files: every socket is a file descriptor, in this process and in the nodes.
+The soft ``RLIMIT_NOFILE`` of this process is raised to the hard limit before the
+nodes start (they inherit it), and each node's is checked, and raised if need be,
+through ``prlimit`` (``kilowatt serve`` raises its own too, but not a version from
+before it learnt to). ``--node-fd-limit 1024`` instead lowers the nodes' soft limit
+to that once they run (as a hard limit of 1,024 would): it shows what a node does
+when it runs out of descriptors.
 
 The load average is printed with the figures: on a shared machine they vary a lot.
 Progress goes to stderr.
@@ -118,10 +119,10 @@ def set_fd_limit(pid: int, needed: int, exact: bool = False) -> str:
     """Raise another process's soft RLIMIT_NOFILE to ``needed`` (at most its hard limit),
     or with ``exact`` set it to ``needed`` whatever it was; soft/hard after.
 
-    ``kilowatt serve`` keeps the limit it was started with (it does not raise its own),
-    and a node holds one descriptor per charge point. The nodes inherit this process's
-    raised limit; this covers a launcher that lowered it again. ``exact`` reproduces a
-    node started with a lower limit (``--node-fd-limit``).
+    A node holds one descriptor per charge point. The nodes inherit this process's
+    raised limit, and ``kilowatt serve`` raises its own; this covers a launcher that
+    lowered it again. ``exact`` reproduces a node limited to ``needed``
+    (``--node-fd-limit``).
     """
     with contextlib.suppress(OSError, ValueError):
         soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -687,7 +688,7 @@ def main() -> None:
         "--node-fd-limit",
         type=int,
         default=None,
-        help="set the nodes' soft open files limit to this (e.g. 1024, a common default) "
+        help="set the nodes' soft open files limit to this once they run (e.g. 1024) "
         "instead of raising it: shows what a node does when it runs out",
     )
     args = parser.parse_args()

@@ -404,6 +404,9 @@ def markdown(
         "worker = peak charge point connections each worker held.",
         "- load avg = 1-minute load average before → after the run (others may be using "
         "the machine).",
+    ]
+    lines += error_notes(results)
+    lines += [
         "",
         "Reproduce with:",
         "",
@@ -412,6 +415,19 @@ def markdown(
         "```",
     ]
     return "\n".join(lines)
+
+
+def error_notes(results: list[Measured]) -> list[str]:
+    """What the errors of each run were (kinds, and the first ones load.py kept)."""
+    notes: list[str] = []
+    for index, m in enumerate(results, 1):
+        load = m.run.load
+        if load is None or not load["errors"]:
+            continue
+        kinds = ", ".join(f"{k} {v}" for k, v in load["error_breakdown"].items() if v)
+        notes.append(f"- run {index} ({m.config.name}) errors: {kinds}")
+        notes += [f"  - `{error[:200]}`" for error in load["first_errors"][:2]]
+    return notes
 
 
 def busy_text(m: Measured) -> str:
