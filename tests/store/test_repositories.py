@@ -279,6 +279,39 @@ async def test_touch_sets_last_seen_of_many(store: SqlStore) -> None:
     assert "CP-9" not in points
 
 
+async def test_touch_of_thousands_is_one_statement_on_sqlite(store: SqlStore) -> None:
+    # flush_seen writes every connected charge point's last_seen_at every few
+    # seconds: row by row, a busy event loop made that take seconds on SQLite.
+    ids = [f"CP-{n}" for n in range(300)] + ['CP "quoted"', "CP-'single'", "CP-é-☃"]
+    await store.write(
+        lambda r: [r.charge_points.add(ChargePoint(cp), at(0)) for cp in ids] and None
+    )
+    engine = store._sync_engine
+    if engine is None:
+        assert store._async_engine is not None
+        engine = store._async_engine.sync_engine
+    updates: list[bool] = []
+
+    def count(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool
+    ) -> None:
+        if statement.startswith("UPDATE charge_points"):
+            updates.append(many)
+
+    seen = [(cp, at(n + 1)) for n, cp in enumerate(ids)]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await store.write(lambda r: r.charge_points.touch(seen))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    # One statement on SQLite; one executemany (one round trip) on PostgreSQL.
+    assert updates == [store.dialect != "sqlite"]
+    points = {p.id: p for p in await store.read(lambda r: r.charge_points.list_charge_points())}
+    for cp, instant in seen:
+        assert_utc(points[cp].last_seen_at, instant)
+
+
 async def test_mark_all_disconnected(store: SqlStore) -> None:
     for cp in ("CP-1", "CP-2", "CP-3"):
         await add_charge_point(store, cp)

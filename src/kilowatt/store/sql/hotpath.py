@@ -18,6 +18,7 @@ with RETURNING, ~29 µs as pre-rendered SQL, ~22 µs in raw ``sqlite3``). So:
 from __future__ import annotations
 
 import json
+import sqlite3
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -222,6 +223,9 @@ class HotSql:
     # SQLite: the appends as multi-row INSERTs (MultiRowInsert); None: executemany.
     meter_values_many: MultiRowInsert | None = None
     status_many: MultiRowInsert | None = None
+    # SQLite: every charge point's last_seen_at in one statement, from one JSON
+    # parameter [[id, last_seen_at], …]; None: executemany of touch_charge_point.
+    touch_many: str | None = None
 
 
 def _render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> str:
@@ -289,12 +293,22 @@ def _render_all(dialect: Dialect) -> HotSql:
     )
     # asyncpg's executemany sends every row in one round trip already.
     many = dialect.name == "sqlite"
+    cp = t.charge_points
+    # UPDATE … FROM needs SQLite 3.33 (2020); older ones take the executemany.
+    touch_many = (
+        f"UPDATE {cp.name} SET {cp.c.last_seen_at.name} = json_extract(seen.value, '$[1]') "
+        f"FROM json_each(?) AS seen WHERE {cp.name}.{cp.c.id.name} = "
+        "json_extract(seen.value, '$[0]')"
+        if many and sqlite3.sqlite_version_info >= (3, 33)
+        else None
+    )
     return HotSql(
         datetime=sqlite_datetime if dialect.name == "sqlite" else postgresql_datetime,
         insert_meter_values=insert_meter_values,
         insert_status=insert_status,
         meter_values_many=MultiRowInsert(insert_meter_values) if many else None,
         status_many=MultiRowInsert(insert_status) if many else None,
+        touch_many=touch_many,
         upsert_connector=_render(upsert, dialect, CONNECTOR_PARAMS),
         insert_transaction=_render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),
         returning_id=returning_id,

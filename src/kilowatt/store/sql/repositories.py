@@ -19,6 +19,7 @@ its own writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -524,6 +525,12 @@ class SqlChargePoints:
         if not seen:
             return
         to_datetime = self._sql.datetime
+        if self._sql.touch_many is not None:
+            # One statement for thousands of charge points: an executemany would give
+            # the GIL up (and wait to get it back) once per row.
+            pairs = [(charge_point_id, to_datetime(at)) for charge_point_id, at in seen]
+            self._c.exec_driver_sql(self._sql.touch_many, (json.dumps(pairs),))
+            return
         rows = [(to_datetime(at), charge_point_id) for charge_point_id, at in seen]
         self._c.exec_driver_sql(self._sql.touch_charge_point, rows)
 
