@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 from pydantic import ValidationError
 
+from kilowatt import app
 from kilowatt.app import tune_interpreter
 from kilowatt.config import Settings
 
@@ -19,9 +21,43 @@ def test_tune_interpreter_sets_the_switch_interval_and_freezes_the_heap() -> Non
     try:
         tune_interpreter(Settings(gil_switch_interval=0.0007))
         assert sys.getswitchinterval() == pytest.approx(0.0007)
-        assert gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+
+        # What survives a full collection is frozen too: the next ones skip it.
+        survivors = [[n] for n in range(10_000)]
+        gc.collect()
+        assert gc.get_freeze_count() >= frozen + len(survivors)
+        tune_interpreter(Settings())  # once more: the hook is not added twice
+        assert gc.callbacks.count(app._freeze_survivors) == 1
     finally:
         sys.setswitchinterval(before)
+        gc.callbacks.remove(app._freeze_survivors)
+        gc.unfreeze()
+
+
+async def test_serving_thaws_and_collects_everything_once_in_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app, "THAW_INTERVAL", 0.01)
+    before = sys.getswitchinterval()
+    try:
+        tune_interpreter(Settings())
+        cycle: list[object] = []
+        cycle.append(cycle)
+        gc.collect()  # alive: frozen
+        assert gc.is_tracked(cycle)
+        collected = []
+        gc.callbacks.append(
+            lambda phase, info: collected.append(info["generation"]) if phase == "stop" else None
+        )
+        del cycle  # garbage now, but frozen: only a thaw frees it
+        await asyncio.sleep(0.05)
+        assert 2 in collected
+    finally:
+        sys.setswitchinterval(before)
+        gc.callbacks[:] = [c for c in gc.callbacks if c is not app._freeze_survivors]
+        gc.callbacks.pop()
         gc.unfreeze()
 
 
@@ -68,8 +104,6 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_never_lowered() -> None
 def test_the_low_limit_warning_names_the_fix(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kilowatt import app
-
     monkeypatch.setattr(app, "raise_open_file_limit", lambda wanted=None: 1000)
     assert app.raise_file_limit() == 1000
     assert "ulimit -n" in caplog.text

@@ -8,6 +8,7 @@ import gc
 import ipaddress
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -270,17 +271,53 @@ def raise_file_limit() -> int | None:
     return limit
 
 
+# How often a serving process thaws what it froze and collects it all once.
+THAW_INTERVAL = 3600.0
+
+
 def tune_interpreter(settings: Settings) -> None:
     """Settings of the interpreter for a serving process, once its application has
-    started: the heap frozen (:func:`freeze_heap`) and the GIL switch interval.
+    started: the heap frozen, the garbage collector kept off long-lived objects, and
+    the GIL switch interval.
 
     The switch interval is how long the event loop may keep the GIL while a database
     thread waits for it. The SQLite writer lets go of the GIL at every statement and
     needs it back to go on; with Python's 5 ms, a busy loop stretches each of its
     group commits, and every answer waiting on it, by several milliseconds.
+
+    Full collections: with thousands of charge points connected, every full
+    collection traverses hundreds of thousands of objects that live as long as
+    their connections (about 180 ms each at 10,000 charge points, many times a
+    minute). So whatever survives a full collection is frozen too, and the next one
+    only looks at what is newer (about 20 ms). Once an hour everything is thawed and
+    collected once, so that cycles among objects frozen while alive (the records of
+    charge points gone since) are freed.
     """
     sys.setswitchinterval(settings.gil_switch_interval)
     freeze_heap()
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not serving (a test): no thawing
+        return
+    loop.call_later(THAW_INTERVAL, _thaw, loop)
+
+
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info.get("generation") == 2:
+        gc.freeze()
+
+
+def _thaw(loop: asyncio.AbstractEventLoop) -> None:
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()  # and _freeze_survivors freezes what is left
+    log.debug(
+        "heap thawed and collected",
+        extra={"seconds": round(time.perf_counter() - started, 3), "frozen": gc.get_freeze_count()},
+    )
+    loop.call_later(THAW_INTERVAL, _thaw, loop)
 
 
 def _is_loopback(host: str) -> bool:
