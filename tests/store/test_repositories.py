@@ -1326,3 +1326,33 @@ async def test_read_keeps_nothing_it_writes(store: SqlStore) -> None:
     await store.read(sneaky)
 
     assert await store.read(lambda r: r.id_tags.get("TAG-1")) is None
+
+
+async def test_flush_seen_writes_in_chunks_that_other_writes_can_pass(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kilowatt.clock import FakeClock
+    from kilowatt.services import charge_points as service_module
+
+    monkeypatch.setattr(service_module, "SEEN_CHUNK", 2)
+    ids = [f"CP-{n}" for n in range(5)]
+    for cp in ids:
+        await add_charge_point(store, cp)
+    clock = FakeClock(at(100))
+    service = service_module.ChargePointService(
+        store,
+        clock,
+        boot_policy=service_module.BootPolicy.ACCEPT_ALL,
+        heartbeat_interval=60,
+        boot_retry_interval=60,
+    )
+    for cp in ids:
+        service.seen(cp)
+    units_before = store.units
+
+    assert await service.flush_seen() == 5
+    assert store.units - units_before == 3  # 2 + 2 + 1 charge points
+    assert await service.flush_seen() == 0
+    points = {p.id: p for p in await store.read(lambda r: r.charge_points.list_charge_points())}
+    for cp in ids:
+        assert_utc(points[cp].last_seen_at, at(100))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -22,6 +23,9 @@ from kilowatt.store.base import Repositories, Store
 __all__ = ["BootDecision", "BootPolicy", "ChargePointService", "StatusReport"]
 
 log = logging.getLogger("kilowatt.charge_points")
+
+# Charge points per unit of work when last-seen times are written (flush_seen).
+SEEN_CHUNK = 500
 
 
 class BootPolicy(StrEnum):
@@ -236,11 +240,18 @@ class ChargePointService:
         self._seen[charge_point_id] = self._clock.now()
 
     async def flush_seen(self) -> int:
+        """Write the last-seen times noted since the last flush.
+
+        In units of work of :data:`SEEN_CHUNK` charge points, one after the other:
+        with thousands connected, one unit for all of them would hold the database
+        writer, and every answer waiting on it, for tens of milliseconds.
+        """
         if not self._seen:
             return 0
         seen, self._seen = self._seen, {}
         batch = list(seen.items())
-        await self._store.write(lambda repos: repos.charge_points.touch(batch))
+        for start in range(0, len(batch), SEEN_CHUNK):
+            await self._store.write(_toucher(batch[start : start + SEEN_CHUNK]))
         return len(batch)
 
     async def connected(
@@ -298,3 +309,7 @@ class ChargePointService:
         node reconciles connection state against presence (kilowatt.cluster.node)."""
         now = self._clock.now()
         await self._store.write(lambda repos: repos.charge_points.mark_all_disconnected(now))
+
+
+def _toucher(seen: list[tuple[str, datetime]]) -> Callable[[Repositories], None]:
+    return lambda repos: repos.charge_points.touch(seen)
