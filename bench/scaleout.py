@@ -23,10 +23,15 @@ The hop through Redis for an API call (same call answered on the node holding th
 socket vs. through another node) is measured by ``bench/cluster.py``; this script
 runs that measurement too (``--hop-calls``, 0 to skip).
 
-On a 2-core machine the load generator needs most of one core, so the server
-processes share what is left: a second worker cannot double anything there. The
-output says how much CPU the load generator took. The load average is recorded
-with every run: on a shared machine the figures vary a lot. Progress goes to stderr.
+Everything runs on one machine: the server's workers, the load generator,
+PostgreSQL and Redis share its cores, so on 2 cores a second worker cannot double
+anything. The output says where the CPU went during each run (server, load
+generator, PostgreSQL, Redis, and other processes on the machine) and how much was
+left idle for the second worker. The load average is recorded with every run: on a
+shared machine the figures vary a lot. Progress goes to stderr.
+
+``PYTHONPATH=DIR/src`` measures another Kilowatt source tree (e.g. one checked out
+with ``git archive COMMIT src``): the servers inherit the environment.
 """
 
 from __future__ import annotations
