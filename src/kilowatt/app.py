@@ -89,7 +89,11 @@ class Services:
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
-    store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    store = open_store(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        commit_delay=settings.sqlite_commit_delay,
+    )
     events, webhooks = _build_events(settings, clock)
     data_transfer = DataTransferRegistry()
     data_transfer.load_entry_points()
