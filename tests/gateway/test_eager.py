@@ -112,27 +112,3 @@ async def test_an_exception_in_the_first_step_is_logged_not_raised(
 
     assert _start_eagerly(asyncio.get_running_loop(), broken()) is None
     assert "incoming call handling failed" in caplog.text
-
-
-async def test_a_cancellation_after_the_wait_ended_still_reaches_the_coroutine() -> None:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[int] = loop.create_future()
-    seen: list[str] = []
-
-    async def waiting() -> None:
-        try:
-            await future
-            seen.append("resumed")
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-
-    task = _start_eagerly(loop, waiting())
-    assert task is not None
-    await asyncio.sleep(0)
-    future.set_result(1)  # the task is woken up …
-    task.cancel()  # … and cancelled before it runs
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert seen == ["cancelled"]

@@ -425,23 +425,24 @@ def _start_eagerly(
 async def _resume(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
     """Drive ``coroutine`` on from a wait its first step began, as a task would."""
     while True:
-        cancelled = False
         try:
             if awaited is None:  # a bare yield: asyncio.sleep(0)
                 await asyncio.sleep(0)
-            else:
+            elif not awaited.done():
+                # Wait without taking the future's result: the coroutine takes it.
                 awaited._asyncio_future_blocking = False
-                await awaited
+                await asyncio.wait((awaited,))
         except asyncio.CancelledError:
-            # This task was cancelled. If that cancelled what the coroutine waits
-            # for, the coroutine finds out from it; otherwise it is told here.
-            cancelled = awaited is None or not awaited.cancelled()
-        except BaseException:  # the coroutine takes the future's exception from it
-            pass
-        try:
-            if cancelled:
+            # This task is cancelled: so is what the coroutine waits for, and the
+            # coroutine sees it there, as it would in a task of its own.
+            if awaited is not None:
+                awaited.cancel()
+            try:
                 awaited = coroutine.throw(asyncio.CancelledError())
-            else:
-                awaited = coroutine.send(None)
+            except StopIteration:  # it caught the cancellation and finished
+                return
+            continue
+        try:
+            awaited = coroutine.send(None)
         except StopIteration:
             return
