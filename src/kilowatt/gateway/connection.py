@@ -6,9 +6,7 @@ write, synchronously; handlers run in a task, and outgoing calls become awaitabl
 
 * incoming CALLs are handled one at a time, in arrival order, in a task (so a
   handler may itself await a call to the same charge point: messages keep coming
-  in meanwhile, and the CALLRESULT it waits for gets through). The task is started
-  eagerly (:func:`_start_eagerly`): a handler that needs to wait for nothing — a
-  Heartbeat — answers before ``message_received`` returns, and no task is made;
+  in meanwhile, and the CALLRESULT it waits for gets through);
 * outgoing CALLs are correlated by message id through a future kept on the pending
   call; the session keeps at most one on the wire (OCPP-J 1.6 §4.1.1);
 * when the socket closes, every waiter fails at once with NotConnected — nobody
@@ -18,10 +16,9 @@ write, synchronously; handlers run in a task, and outgoing calls become awaitabl
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -227,7 +224,7 @@ class ChargePointConnection:
             return
         self._incoming.append(call)
         if self._worker is None:
-            self._worker = _start_eagerly(self._loop, self._handle_incoming())
+            self._worker = self._loop.create_task(self._handle_incoming())
 
     async def _handle_incoming(self) -> None:
         try:
@@ -399,50 +396,3 @@ class ChargePointConnection:
     async def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
         """Close the WebSocket with ``code``; returns once the closing handshake is over."""
         await self.transport.close(code, reason)
-
-
-def _start_eagerly(
-    loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]
-) -> asyncio.Task[None] | None:
-    """Run ``coroutine`` up to its first real wait now; a task only if there is one.
-
-    What Python 3.12's eager task factory does, for the one coroutine where it pays
-    (a task costs about a fifth of a Heartbeat's whole path). The first step runs
-    in a copy of the current context, like a task's, and the task that takes over
-    runs in that same copy. None: the coroutine has finished.
-    """
-    context = contextvars.copy_context()
-    try:
-        awaited = context.run(coroutine.send, None)
-    except StopIteration:
-        return None
-    except Exception:  # what a task would have kept, unretrieved, and logged
-        log.exception("incoming call handling failed")
-        return None
-    return loop.create_task(_resume(coroutine, awaited), context=context)
-
-
-async def _resume(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
-    """Drive ``coroutine`` on from a wait its first step began, as a task would."""
-    while True:
-        try:
-            if awaited is None:  # a bare yield: asyncio.sleep(0)
-                await asyncio.sleep(0)
-            elif not awaited.done():
-                # Wait without taking the future's result: the coroutine takes it.
-                awaited._asyncio_future_blocking = False
-                await asyncio.wait((awaited,))
-        except asyncio.CancelledError:
-            # This task is cancelled: so is what the coroutine waits for, and the
-            # coroutine sees it there, as it would in a task of its own.
-            if awaited is not None:
-                awaited.cancel()
-            try:
-                awaited = coroutine.throw(asyncio.CancelledError())
-            except StopIteration:  # it caught the cancellation and finished
-                return
-            continue
-        try:
-            awaited = coroutine.send(None)
-        except StopIteration:
-            return
