@@ -197,6 +197,23 @@ async def test_presence_claim_release_and_renew(redis: aioredis.Redis, redis_url
         await link.close()
 
 
+async def test_a_burst_of_commands_waits_for_a_free_redis_connection(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reconnect storm claims and releases thousands of charge points at once: more
+    # commands in flight than the pool has connections must wait, not fail.
+    from kilowatt.cluster import link as link_module
+
+    monkeypatch.setattr(link_module, "POOL_SIZE", 2)
+    link = RedisLink(redis_url)
+    try:
+        key = link.key("empty", uuid.uuid4().hex)
+        results = await asyncio.gather(*(link.client.blpop([key], timeout=0.1) for _ in range(6)))
+        assert results == [None] * 6
+    finally:
+        await link.close()
+
+
 async def test_presence_expires_without_renewal(redis: aioredis.Redis, redis_url: str) -> None:
     link = RedisLink(redis_url)
     try:

@@ -26,6 +26,9 @@ Handler = Callable[[bytes], None]
 
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
+# Connections to Redis per process, and how long a command waits for a free one.
+POOL_SIZE = 50
+POOL_TIMEOUT = 10.0
 SUBSCRIBE_TIMEOUT = 10.0
 POLL_INTERVAL = 1.0
 BACKOFF_FIRST = 0.1
@@ -46,13 +49,19 @@ def namespace_of(client: aioredis.Redis) -> str:
 class RedisLink:
     def __init__(self, url: str, *, client_name: str | None = None) -> None:
         self.url = url
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        # A blocking pool: in a burst (a reconnect storm: thousands of presence
+        # claims and releases at once) a command waits for a free connection
+        # instead of failing with MaxConnectionsError as the default pool does.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_TIMEOUT,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             health_check_interval=10,
             client_name=client_name,
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self.namespace = namespace_of(self.client)
         self._pubsub = self.client.pubsub()
         self._handlers: dict[bytes, Handler] = {}
@@ -141,6 +150,6 @@ class RedisLink:
             pass
         try:
             async with asyncio.timeout(SOCKET_TIMEOUT):
-                await self.client.aclose()
+                await self.client.aclose(close_connection_pool=True)
         except (RedisError, OSError, TimeoutError):
             pass
