@@ -728,6 +728,10 @@ async def run_load(
         except (OSError, WSError, TimeoutError) as exc:
             stats.error("connect_failed", f"{base + sim.cp_id}: {type(exc).__name__}: {exc}")
             return False
+        if transport.response is None:  # the server closed during the handshake
+            stats.error("connect_failed", f"{base + sim.cp_id}: closed during the handshake")
+            transport.disconnect()
+            return False
         accepted = transport.response.headers.get("Sec-WebSocket-Protocol")
         if accepted != SUBPROTOCOL:
             stats.error(
