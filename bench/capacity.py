@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import resource
@@ -74,9 +73,11 @@ from compare import (  # noqa: E402
     ServerSpec,
     _proc_stat,
     free_port,
+    script_command,
     start_server,
     stop_server,
     tree_cpu_seconds,
+    write_json,
 )
 from load import LoadError, run_load  # noqa: E402
 
@@ -556,11 +557,8 @@ def _warmups(steps: list[Step]) -> str:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    inside_repo = sys.executable.startswith(str(REPO_ROOT) + os.sep)
-    python = os.path.relpath(sys.executable) if inside_repo else sys.executable
     argv = [
-        python,
-        os.path.relpath(__file__),
+        *script_command(__file__),
         "--charge-points",
         ",".join(str(n) for n in args.charge_points),
         "--rate",
@@ -789,13 +787,8 @@ async def amain(args: argparse.Namespace) -> int:
             "search": search_note,
             "markdown": report,
         }
-        try:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
-        except OSError as exc:
-            log(f"[capacity] error: cannot write {args.json_out}: {exc}")
+        if not write_json(args.json_out, payload, "capacity"):
             return 1
-        log(f"[capacity] wrote {args.json_out}")
     return 0 if all(step.error is None for step in steps) else 1
 
 

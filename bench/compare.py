@@ -99,6 +99,25 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def script_command(script: str) -> list[str]:
+    """``python bench/SCRIPT.py`` as one types it in the repository root."""
+    inside_repo = sys.executable.startswith(str(REPO_ROOT) + os.sep)
+    python = os.path.relpath(sys.executable) if inside_repo else sys.executable
+    return [python, os.path.relpath(script)]
+
+
+def write_json(path: Path, payload: dict[str, Any], who: str) -> bool:
+    """Write ``payload`` to ``path`` (--json-out); False, said on stderr, if it fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    except OSError as exc:
+        log(f"[{who}] error: cannot write {path}: {exc}; pick another --json-out")
+        return False
+    log(f"[{who}] wrote {path}")
+    return True
+
+
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1 (bind to port 0 and let the kernel pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -428,11 +447,8 @@ def throughput_ratio(runs: list[ServerRun]) -> float | None:
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """The full command line with every option spelled out."""
-    inside_repo = sys.executable.startswith(str(REPO_ROOT) + os.sep)
-    python = os.path.relpath(sys.executable) if inside_repo else sys.executable
     argv = [
-        python,
-        os.path.relpath(__file__),
+        *script_command(__file__),
         "--charge-points",
         str(args.charge_points),
         "--duration",
@@ -582,13 +598,8 @@ async def amain(args: argparse.Namespace) -> int:
             "ratio_msgs_per_s": throughput_ratio(runs),
             "markdown": report,
         }
-        try:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
-        except OSError as exc:
-            log(f"[compare] error: cannot write {args.json_out}: {exc}; pick another --json-out")
+        if not write_json(args.json_out, payload, "compare"):
             return 1
-        log(f"[compare] wrote {args.json_out}")
     return 1 if any(run.error for run in runs) else 0
 
 

@@ -77,6 +77,7 @@ from compare import (  # noqa: E402
     free_port,
     log,
     run_load_process,
+    script_command,
     start_server,
     stop_server,
     tree_cpu_seconds,
@@ -462,12 +463,9 @@ def headroom_note(results: list[Measured], cpus: int) -> str:
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
-    inside = sys.executable.startswith(str(REPO_ROOT) + os.sep)
-    python = os.path.relpath(sys.executable) if inside else sys.executable
     return shlex.join(
         [
-            python,
-            os.path.relpath(__file__),
+            *script_command(__file__),
             "--charge-points",
             str(args.charge_points),
             "--duration",

@@ -15,17 +15,7 @@ from kilowatt.gateway.connection import ChargePointConnection
 from kilowatt.ocpp16.routes import protocol_spec
 from kilowatt.protocol.router import CallContext, Router
 from kilowatt.protocol.session import Session
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send_text(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-    async def close(self, code: int, reason: str) -> None:
-        return None
+from tests.memory_transport import MemoryTransport
 
 
 async def test_a_handler_runs_in_a_task_and_may_use_asyncio_timeout() -> None:
@@ -38,7 +28,7 @@ async def test_a_handler_runs_in_a_task_and_may_use_asyncio_timeout() -> None:
         return {"currentTime": "2026-03-01T00:00:00Z"}
 
     router = Router({"Heartbeat": heartbeat})
-    sink = _Sink()
+    sink = MemoryTransport()
     connection = ChargePointConnection("CP", sink, Session(protocol_spec(), handled=router), router)
     outside = asyncio.current_task()
     connection.message_received('[2,"1","Heartbeat",{}]')

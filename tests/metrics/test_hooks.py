@@ -25,6 +25,7 @@ from kilowatt.protocol.frames import build_call_error, build_call_result
 from kilowatt.protocol.router import CallContext, Router
 from kilowatt.protocol.session import Session
 from kilowatt.tracing import TracedCommandBus, traced_routes
+from tests.memory_transport import MemoryTransport
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -103,17 +104,6 @@ def test_combine_observers() -> None:
     assert first.frames == second.frames == [("in", "CP", "[2]"), ("out", "CP", b"[3]")]
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send_text(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-    async def close(self, code: int, reason: str) -> None:
-        return None
-
-
 async def test_a_connection_with_two_observers_and_metrics() -> None:
     async def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {"currentTime": "2026-03-01T00:00:00Z"}
@@ -121,7 +111,7 @@ async def test_a_connection_with_two_observers_and_metrics() -> None:
     router = Router({"Heartbeat": heartbeat})
     first, second = _Recorder(), _Recorder()
     metrics = Metrics(actions=protocol_spec().known, process_metrics=False)
-    sink = _Sink()
+    sink = MemoryTransport()
     connection = ChargePointConnection(
         "CP",
         sink,
