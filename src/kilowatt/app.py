@@ -34,7 +34,7 @@ from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
 from kilowatt.ocpp16.handlers.registration import require_acceptance
 from kilowatt.ocpp16.routes import CENTRAL_TO_CHARGE_POINT, SUBPROTOCOL, protocol_spec
-from kilowatt.process import raise_open_file_limit
+from kilowatt.process import open_file_limit, raise_open_file_limit
 from kilowatt.protocol.router import Router
 from kilowatt.services.api_tokens import ApiTokenService
 from kilowatt.services.authorization import AuthorizationService
@@ -260,6 +260,20 @@ def freeze_heap() -> None:
 LOW_FILE_LIMIT = 4096
 
 
+# Open files a serving process keeps for other than charge points (database, Redis,
+# API clients, log files) when max_charge_points is automatic.
+RESERVED_FILES = 512
+
+
+def max_connections(settings: Settings) -> int | None:
+    """The gateway's connection limit: ``max_charge_points``, or what the open-file
+    limit leaves once RESERVED_FILES are kept; None when nothing limits it."""
+    if settings.max_charge_points:
+        return settings.max_charge_points
+    limit = open_file_limit()
+    return None if limit is None else max(1, limit - RESERVED_FILES)
+
+
 def raise_file_limit() -> int | None:
     """Before serving: the open-file limit raised to the hard limit (one file per
     connected charge point), and a warning when it stays low. Returns it."""
@@ -415,6 +429,7 @@ def create_app(
             strict_outgoing=settings.strict_outgoing,
             shutdown_timeout=settings.shutdown_timeout,
             reuse_port=settings.workers > 1,
+            max_connections=max_connections(settings),
         ),
         spec,
         router,

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
 
     # WebSocket
     ping_interval: float = Field(20.0, ge=0, description="Seconds between pings; 0 disables.")
+    max_charge_points: int = Field(
+        0,
+        ge=0,
+        description="Connected charge points this process accepts at most; more are refused "
+        "with HTTP 503 and Retry-After before the upgrade. 0: as many as the open-file limit "
+        "allows, less 512 files kept for the database, Redis and the API.",
+    )
     ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong.")
     close_timeout: float = Field(
         1.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["raise_open_file_limit"]
+__all__ = ["open_file_limit", "raise_open_file_limit"]
 
 
 def raise_open_file_limit(wanted: int | None = None) -> int | None:
@@ -29,4 +29,14 @@ def raise_open_file_limit(wanted: int | None = None) -> int | None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def open_file_limit() -> int | None:
+    """The soft limit on open files in force; None when there is none."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not a POSIX system
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return None if soft == resource.RLIM_INFINITY else soft

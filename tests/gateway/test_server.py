@@ -739,3 +739,55 @@ def test_call_timeout_fires_on_uvloop(tmp_path: Path) -> None:
         "ChargePointConnection._expire() then gets None from Session.expire() and "
         "never re-arms the timer, so the call waits forever"
     )
+
+
+# ------------------------------------------------------------ connection limit
+
+
+async def test_past_the_connection_limit_upgrades_get_503_with_retry_after(
+    start_app: StartApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await start_app(max_charge_points=2)
+    first = await connect(url_of(app, "CP1"), subprotocols=["ocpp1.6"], open_timeout=TIMEOUT)
+    second = await connect(url_of(app, "CP2"), subprotocols=["ocpp1.6"], open_timeout=TIMEOUT)
+    try:
+        for _ in range(3):
+            refusal = await refused_status(url_of(app, "CP3"), subprotocols=["ocpp1.6"])
+            assert refusal.response.status_code == 503
+            assert refusal.response.headers["Retry-After"] == "30"
+        # Said once for the burst, not once per refusal.
+        assert caplog.text.count("connection limit reached") == 1
+        # The charge points already connected are served as before.
+        await first.send(
+            '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+        )
+        answer = json.loads(await bounded(first.recv()))
+        assert answer[0] == 3
+    finally:
+        await first.close()
+    # Once CP1's connection is over (its bookkeeping done), there is room again.
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            try:
+                third = await connect(
+                    url_of(app, "CP3"), subprotocols=["ocpp1.6"], open_timeout=TIMEOUT
+                )
+            except InvalidStatus as refused:
+                assert refused.response.status_code == 503
+                await asyncio.sleep(0.05)
+            else:
+                break
+    await third.close()
+    await second.close()
+
+
+def test_the_automatic_limit_keeps_files_for_the_database_redis_and_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kilowatt import app as app_module
+
+    monkeypatch.setattr(app_module, "open_file_limit", lambda: 20_000)
+    assert app_module.max_connections(load_settings()) == 20_000 - app_module.RESERVED_FILES
+    assert app_module.max_connections(load_settings(max_charge_points=7)) == 7
+    monkeypatch.setattr(app_module, "open_file_limit", lambda: None)
+    assert app_module.max_connections(load_settings()) is None

@@ -73,6 +73,14 @@ class GatewayConfig:
     open_timeout: float = 10.0
     close_timeout: float = 10.0
     reuse_port: bool = False
+    # Open WebSocket connections at most; further upgrades get 503 (None: no limit).
+    max_connections: int | None = None
+
+
+# What a refused upgrade is told about when to come back (503: shutting down, full).
+RETRY_AFTER_S = 30
+# At most one warning per this many seconds while connections are refused for the limit.
+LIMIT_WARNING_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,8 @@ class Gateway:
         self._http = http
         self._listener: asyncio.Server | None = None
         self._closing = False
+        self._refused_for_limit = 0
+        self._limit_warned_at = -LIMIT_WARNING_INTERVAL
 
     # ----------------------------------------------------------- lifecycle
 
@@ -254,6 +264,10 @@ class Gateway:
         """Check the upgrade request: what to accept, or None once a refusal is sent."""
         config = self.config
         charge_point_id = "-"
+        limit = config.max_connections
+        if limit is not None and len(self._sockets) >= limit:
+            self._refuse_for_limit(ws, limit)
+            return None
         try:
             if self._closing:
                 raise HandshakeRejected(503, "server is shutting down")
@@ -284,6 +298,8 @@ class Gateway:
             response = ws.respond(status, f"{status.phrase}\n")
             if status is HTTPStatus.UNAUTHORIZED:
                 response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+            elif status is HTTPStatus.SERVICE_UNAVAILABLE:
+                response.headers["Retry-After"] = str(RETRY_AFTER_S)
             self._send_refusal(ws, response)
             return None
         except Exception:
@@ -295,6 +311,26 @@ class Gateway:
             self._send_refusal(ws, response)
             return None
         return _Accepted(charge_point_id, subprotocol, profile)
+
+    def _refuse_for_limit(self, ws: WebSocket, limit: int) -> None:
+        """503 with Retry-After: this process holds all the charge points it may.
+
+        Better than accepting one more: past the open-file limit, the database, Redis
+        and the API would fail for the charge points already connected too. Logged
+        once per LIMIT_WARNING_INTERVAL with the number refused, not per refusal.
+        """
+        self._refused_for_limit += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._limit_warned_at >= LIMIT_WARNING_INTERVAL:
+            self._limit_warned_at = now
+            log.warning(
+                "connection limit reached: refusing new charge points (503); raise the "
+                "open-file limit or max_charge_points, or add a node",
+                extra={"limit": limit, "refused_total": self._refused_for_limit},
+            )
+        response = ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        self._send_refusal(ws, response)
 
     @staticmethod
     def _send_refusal(ws: WebSocket, response: Response) -> None:
