@@ -46,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,20 +115,21 @@ class Measured:
 # -- /proc ------------------------------------------------------------------------------------
 
 
-def listening_sockets(port: int) -> int:
-    """How many sockets listen on 127.0.0.1:``port`` (one per worker with SO_REUSEPORT)."""
-    wanted = f"0100007F:{port:04X}"
-    count = 0
+def tcp_sockets() -> Iterator[list[str]]:
+    """The fields of every row of /proc/net/tcp and tcp6 (local address, state, inode …)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            if fields[1] == wanted and fields[3] == "0A":  # LISTEN
-                count += 1
-    return count
+            yield line.split()
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:``port`` (one per worker with SO_REUSEPORT)."""
+    wanted = f"0100007F:{port:04X}"
+    return sum(1 for f in tcp_sockets() if f[1] == wanted and f[3] == "0A")  # LISTEN
 
 
 def workers_of(server_pid: int) -> list[int]:
@@ -147,17 +149,9 @@ def workers_of(server_pid: int) -> list[int]:
 
 def established_inodes(port: int) -> set[str]:
     """Socket inodes of the established connections whose local port is ``port``."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":  # ESTABLISHED
-                inodes.add(fields[9])
-    return inodes
+    suffix = f":{port:04X}"
+    # State 01: ESTABLISHED.
+    return {f[9] for f in tcp_sockets() if f[1].endswith(suffix) and f[3] == "01"}
 
 
 def connections_of(pid: int, inodes: set[str]) -> int:
