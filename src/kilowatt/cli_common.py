@@ -33,8 +33,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from kilowatt.app import SchemaOutOfDate, Services, build_services, prepare_database
 from kilowatt.config import ConfigError, Settings, load_settings
+from kilowatt.domain.id_tag_csv import (
+    ID_TAG_MAX_LENGTH,
+    ID_TAG_STATUSES,
+    check_id_tag,
+    parse_id_tag_status,
+)
 from kilowatt.domain.models import AuthorizationStatus
-from kilowatt.domain.timestamps import parse_timestamp
+from kilowatt.domain.timestamps import parse_timestamp, utc_text
 from kilowatt.gateway.auth import MAX_CHARGE_POINT_ID_LENGTH
 from kilowatt.store.sql.database import DatabaseUrlError
 
@@ -70,7 +76,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 # OCPP 1.6 idToken: CiString20Type.
-ID_TAG_MAX_LENGTH = 20
 GENERATED_PASSWORD_LENGTH = 24
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 # Plain (not a terminal) output is not wrapped: one record per line for grep and awk.
@@ -166,11 +171,7 @@ def show_datetime(value: datetime | None) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def json_datetime(value: datetime | None) -> str | None:
-    """For scripts: ISO 8601 UTC with microseconds when there are any."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+json_datetime = utc_text  # for scripts: ISO 8601 UTC with microseconds when any
 
 
 # --------------------------------------------------------- argument checking
@@ -225,20 +226,6 @@ def iso_datetime(text: str) -> datetime:
         ) from None
 
 
-def check_id_tag(text: str) -> str | None:
-    """Why ``text`` cannot be an idTag (CiString20Type), or None when it can."""
-    if not text:
-        return "an id tag must not be empty"
-    if len(text) > ID_TAG_MAX_LENGTH:
-        return (
-            f"id tag {text!r} has {len(text)} characters; OCPP 1.6 allows at most "
-            f"{ID_TAG_MAX_LENGTH} (CiString20Type)"
-        )
-    if not text.isprintable() or text != text.strip():
-        return f"id tag {text!r} contains spaces at its ends or non-printable characters"
-    return None
-
-
 def id_tag_argument(text: str) -> str:
     """argparse type: an idTag."""
     problem = check_id_tag(text)
@@ -270,22 +257,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return value
-
-
-ID_TAG_STATUSES = (
-    AuthorizationStatus.ACCEPTED,
-    AuthorizationStatus.BLOCKED,
-    AuthorizationStatus.EXPIRED,
-    AuthorizationStatus.INVALID,
-)
-
-
-def parse_id_tag_status(text: str) -> AuthorizationStatus | None:
-    """The stored status named by ``text`` (any letter case), or None."""
-    for status in ID_TAG_STATUSES:
-        if text.lower() == status.value.lower():
-            return status
-    return None
 
 
 def id_tag_status_argument(text: str) -> AuthorizationStatus:

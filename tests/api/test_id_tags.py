@@ -362,15 +362,24 @@ async def test_import_of_a_broken_file(admin: httpx.AsyncClient, kilowatt: Appli
             b"id_tag,max_concurrent_transactions\nT1,2147483648\n",
             "id tag 'T1': max_concurrent_transactions is more than 2147483647",
         ),
-        (
-            b"id_tag,expiry_date\nT1,9999-12-31T23:59:59-05:00\n",
-            "an expiry_date is out of range (years 1-9999 in UTC)",
-        ),
     ]
     for content, message in out_of_range:
         response = await admin.post(f"{URL}/import", content=content, headers=CSV)
         error = assert_error(response, 422, "invalid_csv")
         assert error["details"]["problems"] == [{"line": None, "problem": message}]
+    # A date-time that is no instant once in UTC: a problem of its line.
+    response = await admin.post(
+        f"{URL}/import",
+        content=b"id_tag,expiry_date\nT1,9999-12-31T23:59:59-05:00\n",
+        headers=CSV,
+    )
+    error = assert_error(response, 422, "invalid_csv")
+    assert error["details"]["problems"] == [
+        {
+            "line": 2,
+            "problem": "expiry_date '9999-12-31T23:59:59-05:00' is beyond the year 9999 in UTC",
+        }
+    ]
     assert await kilowatt.services.authorization.list_id_tags() == []
 
 

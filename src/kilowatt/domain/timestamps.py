@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["parse_timestamp"]
+__all__ = ["parse_timestamp", "utc_text"]
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -29,3 +29,10 @@ def parse_timestamp(text: str) -> datetime:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with ``Z``, microseconds when there are any (for files, scripts)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
