@@ -125,22 +125,17 @@ class _SqliteWriter:
                 if self._stopping:
                     return None
                 self._ready.wait()
-            if jobs[0][2]:
-                return [jobs.pop(0)]
-            delay = self._commit_delay
-            if delay and len(jobs) < DELAYED_GROUP and not self._stopping:
+            if not jobs[0][2] and time.monotonic() - self._last_commit < BUSY_WINDOW:
                 # Busy (the last commit ended a moment ago): let the group fill up for
                 # a moment rather than commit every unit alone (module docstring).
-                now = time.monotonic()
-                if now - self._last_commit < BUSY_WINDOW:
-                    deadline = now + delay
-                    while len(jobs) < DELAYED_GROUP and not self._stopping:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._ready.wait(left)
-                    if jobs[0][2]:
-                        return [jobs.pop(0)]
+                deadline = time.monotonic() + self._commit_delay
+                while len(jobs) < DELAYED_GROUP and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+            if jobs[0][2]:
+                return [jobs.pop(0)]
             end, limit = 1, min(len(jobs), MAX_GROUP)
             while end < limit and not jobs[end][2]:
                 end += 1
@@ -151,14 +146,14 @@ class _SqliteWriter:
     def _run(self) -> None:
         try:
             while (jobs := self._take()) is not None:
+                elapsed: float | None = None
                 if jobs[0][2]:
                     outcomes = [self._admin(jobs[0])]
-                    started = None
                 else:
                     started = time.perf_counter()
                     outcomes = self._group(jobs)
+                    elapsed = time.perf_counter() - started
                     self._last_commit = time.monotonic()
-                elapsed = None if started is None else time.perf_counter() - started
                 # RuntimeError: the loop is closed, nobody waits for these answers.
                 with contextlib.suppress(RuntimeError):
                     jobs[0][1].get_loop().call_soon_threadsafe(self._settle, outcomes, elapsed)
