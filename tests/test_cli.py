@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -25,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from kilowatt.app import Services, build_services, prepare_database
 from kilowatt.cli import main
-from kilowatt.config import Settings, load_settings
+from kilowatt.config import load_settings
 from kilowatt.domain.models import (
     AuthorizationStatus,
     BootInfo,
@@ -38,40 +36,13 @@ from kilowatt.gateway.auth import verify_password
 from kilowatt.services.charge_points import StatusReport
 from kilowatt.services.transactions import StopRequest
 from kilowatt.store.sql.migrate import head_revision
+from tests.cli_runner import Cli, fresh_workdir
 from tests.servers import asyncpg_dsn
 
 T = TypeVar("T")
 
 HEAD = head_revision()
 CSV_HEADER = "id_tag,status,expiry_date,parent_id_tag,owner,note,max_concurrent_transactions"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-class Cli:
-    """``kilowatt ARGS...`` in this process; stdout and stderr captured."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        captured = self._capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    def ok(self, *argv: str) -> Result:
-        result = self(*argv)
-        assert result.code == 0, result
-        return result
-
-    def json(self, *argv: str) -> Any:
-        return json.loads(self.ok(*argv, "--json").out)
 
 
 class FakeTerminal(io.StringIO):
@@ -82,11 +53,7 @@ class FakeTerminal(io.StringIO):
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory, and no KILOWATT_* setting from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"KILOWATT_{name.upper()}", raising=False)
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    return tmp_path
+    return fresh_workdir(tmp_path, monkeypatch, "NO_COLOR")
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from kilowatt.app import Application, Services, build_services, create_app, prepare_database
-from kilowatt.cli import main
-from kilowatt.config import Settings, load_settings
+from kilowatt.config import load_settings
 from kilowatt.domain.models import ApiToken
 from kilowatt.services.api_tokens import Role
+from tests.cli_runner import Cli, fresh_workdir
 
 T = TypeVar("T")
 
@@ -34,49 +34,15 @@ CALL_TIMEOUT = 2.0
 TOKEN = re.compile(r"^kw_[A-Za-z0-9_-]{43}$")
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-class Cli:
-    """``kilowatt ARGS...`` in this process; stdout and stderr captured."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-
-    def __call__(self, *argv: str) -> Result:
-        self._capsys.readouterr()
-        code = main(list(argv))
-        captured = self._capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    def ok(self, *argv: str) -> Result:
-        result = self(*argv)
-        assert result.code == 0, result
-        return result
-
-    async def in_thread(self, *argv: str) -> Result:
-        """Run it in a thread, while this event loop serves the app it talks to."""
-        async with asyncio.timeout(CALL_TIMEOUT + 3 * TIMEOUT):
-            return await asyncio.to_thread(self, *argv)
-
-
 @pytest.fixture(autouse=True)
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory, and no KILOWATT_* setting from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in Settings.model_fields:
-        monkeypatch.delenv(f"KILOWATT_{name.upper()}", raising=False)
-    monkeypatch.delenv("KILOWATT_API_TOKEN", raising=False)
-    return tmp_path
+    return fresh_workdir(tmp_path, monkeypatch, "KILOWATT_API_TOKEN")
 
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
+    return Cli(capsys, thread_timeout=CALL_TIMEOUT + 3 * TIMEOUT)
 
 
 def with_services(url: str, work: Callable[[Services], Awaitable[T]]) -> T:
