@@ -488,3 +488,22 @@ async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: st
         assert sorted(f.unique_id for f in stored) == [str(n) for n in range(6)]
     finally:
         await store.close()
+
+
+async def test_sql_reads_do_not_queue_behind_the_writer(
+    engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator paging through the log must not take turns with OCPP group commits.
+    store = open_store(engine_url)
+    try:
+        await upgrade(store)
+        sql = SqlMessageLog(store)
+        await sql.insert([_row("CP1", n, datetime(2026, 1, 1, tzinfo=UTC)) for n in range(3)])
+
+        async def no_writer(function: Any) -> Any:
+            raise AssertionError("a read went through the writer")
+
+        monkeypatch.setattr(store, "run_sync_admin", no_writer)
+        assert len(await sql.list_messages("CP1")) == 3
+    finally:
+        await store.close()

@@ -340,16 +340,21 @@ class SqlStore:
     # ----------------------------------------------------------------- reads
 
     async def read(self, work: Callable[[Repositories], T]) -> T:
+        return await self.run_sync_read(lambda connection: work(SqlRepositories(connection)))
+
+    async def run_sync_read(self, function: Callable[[Connection], T]) -> T:
+        """Run ``function`` on a connection in a read-only transaction (rolled back):
+        on SQLite a reader thread's, never the writer's."""
         if self._sync_engine is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._readers, self._sqlite_read, work)
+            return await loop.run_in_executor(self._readers, self._sqlite_read, function)
         assert self._async_engine is not None
         async with self._async_engine.connect() as connection:
-            result: T = await connection.run_sync(lambda c: work(SqlRepositories(c)))
+            result: T = await connection.run_sync(function)
             await connection.rollback()
             return result
 
-    def _sqlite_read(self, work: Callable[[Repositories], T]) -> T:
+    def _sqlite_read(self, function: Callable[[Connection], T]) -> T:
         # Each reader thread keeps its connection, like the writer: a checkout from
         # the pool and its return cost several times a small query. Between reads it
         # holds no transaction, so it keeps no snapshot that would hold checkpoints.
@@ -361,7 +366,7 @@ class SqlStore:
         try:
             connection.begin()
             try:
-                return work(SqlRepositories(connection))
+                return function(connection)
             finally:
                 connection.rollback()
         except Exception:

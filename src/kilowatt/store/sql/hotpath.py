@@ -41,9 +41,11 @@ __all__ = [
     "TRANSACTION_STOP_PARAMS",
     "HotSql",
     "MultiRowInsert",
+    "bind_values",
     "hot_sql",
     "json_text",
     "postgresql_datetime",
+    "render",
     "sqlite_datetime",
 ]
 
@@ -228,7 +230,9 @@ class HotSql:
     touch_many: str | None = None
 
 
-def _render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> str:
+def render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> str:
+    """``statement``'s SQL for ``dialect``, its positional parameters checked to be
+    ``names`` in that order."""
     # for_executemany: no implicit RETURNING of the primary key (PostgreSQL adds
     # one to a single-row INSERT otherwise); RETURNING is asked for explicitly.
     compiled = statement.compile(dialect=dialect, for_executemany=True)
@@ -238,7 +242,8 @@ def _render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> st
     return compiled.string
 
 
-def _values(table: Table, names: Sequence[str]) -> dict[str, Any]:
+def bind_values(table: Table, names: Sequence[str]) -> dict[str, Any]:
+    """An INSERT's values: a bound parameter of its column's type for each name."""
     return {name: bindparam(name, type_=table.c[name].type) for name in names}
 
 
@@ -254,10 +259,10 @@ def _insert(dialect: Dialect, table: Table) -> sqlite.Insert | postgresql.Insert
 def _render_all(dialect: Dialect) -> HotSql:
     meter_values = (
         _insert(dialect, t.meter_values)
-        .values(_values(t.meter_values, METER_VALUE_PARAMS))
+        .values(bind_values(t.meter_values, METER_VALUE_PARAMS))
         .on_conflict_do_nothing()
     )
-    upsert = _insert(dialect, t.connectors).values(_values(t.connectors, CONNECTOR_PARAMS))
+    upsert = _insert(dialect, t.connectors).values(bind_values(t.connectors, CONNECTOR_PARAMS))
     upsert = upsert.on_conflict_do_update(
         index_elements=[t.connectors.c.charge_point_id, t.connectors.c.connector_id],
         set_={name: upsert.excluded[name] for name in CONNECTOR_PARAMS[2:]},
@@ -275,19 +280,19 @@ def _render_all(dialect: Dialect) -> HotSql:
     touch = (
         update(t.charge_points)
         .where(t.charge_points.c.id == bindparam("charge_point_id"))
-        .values(_values(t.charge_points, ("last_seen_at",)))
+        .values(bind_values(t.charge_points, ("last_seen_at",)))
     )
     insert_transaction: UpdateBase = _insert(dialect, t.transactions).values(
-        _values(t.transactions, TRANSACTION_INSERT_PARAMS)
+        bind_values(t.transactions, TRANSACTION_INSERT_PARAMS)
     )
     # SQLite's id is the rowid, which the cursor reports for free; RETURNING costs a
     # result (~30 µs through exec_driver_sql). asyncpg has no lastrowid.
     returning_id = dialect.name != "sqlite"
     if returning_id:
         insert_transaction = insert_transaction.returning(t.transactions.c.id)
-    insert_meter_values = _render(meter_values, dialect, METER_VALUE_PARAMS)
-    insert_status = _render(
-        _insert(dialect, t.status_history).values(_values(t.status_history, STATUS_PARAMS)),
+    insert_meter_values = render(meter_values, dialect, METER_VALUE_PARAMS)
+    insert_status = render(
+        _insert(dialect, t.status_history).values(bind_values(t.status_history, STATUS_PARAMS)),
         dialect,
         STATUS_PARAMS,
     )
@@ -309,11 +314,11 @@ def _render_all(dialect: Dialect) -> HotSql:
         meter_values_many=MultiRowInsert(insert_meter_values) if many else None,
         status_many=MultiRowInsert(insert_status) if many else None,
         touch_many=touch_many,
-        upsert_connector=_render(upsert, dialect, CONNECTOR_PARAMS),
-        insert_transaction=_render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),
+        upsert_connector=render(upsert, dialect, CONNECTOR_PARAMS),
+        insert_transaction=render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),
         returning_id=returning_id,
-        stop_transaction=_render(stop, dialect, (*TRANSACTION_STOP_PARAMS, "transaction_id")),
-        touch_charge_point=_render(touch, dialect, ("last_seen_at", "charge_point_id")),
+        stop_transaction=render(stop, dialect, (*TRANSACTION_STOP_PARAMS, "transaction_id")),
+        touch_charge_point=render(touch, dialect, ("last_seen_at", "charge_point_id")),
     )
 
 

@@ -2,7 +2,8 @@
 
 The log is not part of any unit of work: its rows are written in batches by a
 background task and never together with the data of an OCPP message, so it runs
-its statements through :meth:`SqlStore.run_sync_admin`, each call one transaction.
+its writes through :meth:`SqlStore.run_sync_admin`, each call one transaction, and
+its reads through :meth:`SqlStore.run_sync_read` (on SQLite a reader thread's).
 On SQLite that is the store's single writer thread, so a flush or a purge batch
 takes its turn between group commits and never contends for the write lock; on
 PostgreSQL it is a pooled connection of its own. A flush is written in chunks of
@@ -26,15 +27,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Row, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Dialect, Row, delete, func, insert, select
 
 from kilowatt.services.message_log import FrameRow, LoggedFrame
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.database import SqlStore
-from kilowatt.store.sql.hotpath import MultiRowInsert
+from kilowatt.store.sql.hotpath import MultiRowInsert, bind_values, hot_sql, render
 
 __all__ = ["SqlMessageLog"]
 
@@ -64,27 +65,9 @@ def _insert_sql(dialect: Dialect) -> str:
     try:
         return _rendered[dialect]
     except KeyError:
-        pass
-    statement = insert(_log).values(
-        {name: bindparam(name, type_=_log.c[name].type) for name in _COLUMNS}
-    )
-    compiled = statement.compile(dialect=dialect, for_executemany=True)
-    if tuple(compiled.positiontup or ()) != _COLUMNS:  # pragma: no cover - caught by tests
-        raise AssertionError(f"parameter order {compiled.positiontup} != {_COLUMNS}")
-    sql = _rendered[dialect] = compiled.string
-    return sql
-
-
-def _sqlite_time(value: datetime) -> Any:
-    # What UTCDateTime stores on SQLite: naive UTC text, always with microseconds
-    # (SQLAlchemy's format), so reads through SQLAlchemy and comparisons agree.
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _postgresql_time(value: datetime) -> Any:
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+        statement = insert(_log).values(bind_values(_log, _COLUMNS))
+        sql = _rendered[dialect] = render(statement, dialect, _COLUMNS)
+        return sql
 
 
 def _logged(row: Row[Any]) -> LoggedFrame:
@@ -106,12 +89,12 @@ def _logged(row: Row[Any]) -> LoggedFrame:
 def _inserter(rows: Sequence[FrameRow]) -> Callable[[Connection], None]:
     def work(connection: Connection) -> None:
         dialect = connection.dialect
+        # The driver's own parameter values, times converted as the column type would.
+        when = hot_sql(dialect).datetime
+        values = [(*row[:2], when(row[2]), *row[3:]) for row in rows]
         if dialect.name != "sqlite":
-            # One executemany, with the driver's own parameter values.
-            values = [(*row[:2], _postgresql_time(row[2]), *row[3:]) for row in rows]
-            connection.exec_driver_sql(_insert_sql(dialect), values)
+            connection.exec_driver_sql(_insert_sql(dialect), values)  # one executemany
             return
-        values = [(*row[:2], _sqlite_time(row[2]), *row[3:]) for row in rows]
         for sql, parameters in _insert_many(dialect).statements(values):
             connection.exec_driver_sql(sql, parameters)
 
@@ -158,7 +141,7 @@ class SqlMessageLog:
         def work(connection: Connection) -> list[LoggedFrame]:
             return [_logged(row) for row in connection.execute(query)]
 
-        return await self._store.run_sync_admin(work)
+        return await self._store.run_sync_read(work)
 
     async def purge(self, before: datetime) -> int:
         """Delete the rows logged before ``before``; return how many went."""
