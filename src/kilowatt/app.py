@@ -282,7 +282,7 @@ def raise_file_limit() -> int | None:
         log.warning(
             "open file limit is low: about this many charge points can connect at most; "
             "raise it (ulimit -n, or LimitNOFILE= in a systemd unit)",
-            extra={"limit": limit, "charge_points": max(0, limit - 64)},
+            extra={"limit": limit, "charge_points": max(1, limit - RESERVED_FILES)},
         )
     else:
         log.debug("open file limit", extra={"limit": limit})

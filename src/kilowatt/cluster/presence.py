@@ -82,9 +82,6 @@ class Presence:
     def node_key(self, node_id: str) -> str:
         return self._link.key("node", node_id)
 
-    def key_prefix(self) -> str:
-        return self._link.key("cp", "")
-
     async def claim(self, charge_point_id: str, token: str) -> Holder | None:
         """Make this node's connection ``token`` the holder; return the previous one."""
         previous = await self._link.client.set(

@@ -282,11 +282,6 @@ class ChargePointConnection:
                 call.unique_id, InternalCallError(f"{call.action} could not be processed")
             )
 
-    @property
-    def handling(self) -> bool:
-        """True while an incoming CALL is being handled."""
-        return self._worker is not None
-
     async def wait_idle(self) -> None:
         """Wait until the calls already received have been answered."""
         worker = self._worker

@@ -133,7 +133,8 @@ class Gateway:
     ) -> None:
         self.config = config
         self._spec = spec
-        self._routes = routes
+        # A plain dict: looked up twice per incoming CALL (session, then handler).
+        self._routes = dict(routes)
         self._credentials = credentials
         self.registry = registry
         self._hooks = hooks

@@ -37,19 +37,6 @@ class Router(Mapping[str, Handler]):
     def __init__(self, routes: Mapping[str, Handler] | None = None) -> None:
         self._routes: dict[str, Handler] = dict(routes or {})
 
-    def add(self, action: str, handler: Handler) -> None:
-        if action in self._routes:
-            raise ValueError(f"a handler for {action} is already registered")
-        self._routes[action] = handler
-
-    def include(self, routes: Mapping[str, Handler]) -> None:
-        for action, handler in routes.items():
-            self.add(action, handler)
-
-    def replace(self, action: str, handler: Handler) -> None:
-        """Swap the handler of an action (a later feature taking over a placeholder)."""
-        self._routes[action] = handler
-
     def __getitem__(self, action: str) -> Handler:
         return self._routes[action]
 

@@ -296,12 +296,7 @@ class Session:
         return event
 
     def _reject(self, unique_id: str, action: str | None, error: CallError) -> Rejected:
-        return Rejected(
-            unique_id,
-            action,
-            error,
-            build_call_error(unique_id, error.code, error.description, error.details),
-        )
+        return Rejected(unique_id, action, error, self.error_frame(unique_id, error))
 
     def _take_in_flight(self, unique_id: str) -> PendingCall | None:
         pending = self._in_flight
