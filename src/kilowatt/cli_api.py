@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from kilowatt.cli_common import (
-    EXIT_USAGE,
     CommandError,
     Context,
     Output,
@@ -34,6 +32,7 @@ from kilowatt.cli_http import (
     READ_MARGIN,
     TOKEN_ENV,
     api_request,
+    api_target,
 )
 from kilowatt.domain.models import ApiToken
 from kilowatt.services.api_tokens import Role
@@ -243,22 +242,10 @@ async def api_token_revoke(context: Context) -> None:
 def call_command(args: argparse.Namespace) -> int:
     """``kilowatt call``: one CALL through the API of a running server; the exit code."""
     out = Output(sys.stdout, sys.stderr)
-    token = args.token or os.environ.get(TOKEN_ENV, "")
-    if not token.strip():
-        out.error(
-            f"no API token: pass --token TOKEN or set {TOKEN_ENV} (create an admin token "
-            f"with {_command('api-token', 'create', 'NAME')})"
-        )
-        return EXIT_USAGE
-    token = token.strip()
-    if not token.isascii() or not token.isprintable():
-        out.error(f"the API token is not one Kilowatt made ({TOKEN_ENV} or --token)")
-        return EXIT_USAGE
-    base = args.url.rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        out.error(f"--url {args.url!r} is not an http:// or https:// URL, e.g. {DEFAULT_URL}")
-        return EXIT_USAGE
+    target = api_target(args.url, args.token, out)
+    if isinstance(target, int):
+        return target
+    base, token = target
     try:
         answer = _post_call(
             base,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from rich.text import Text
 
@@ -32,7 +32,14 @@ from kilowatt.cli_common import (
     run_command,
     show_datetime,
 )
-from kilowatt.cli_http import DEFAULT_URL, MAX_CALL_TIMEOUT, READ_MARGIN, TOKEN_ENV, api_request
+from kilowatt.cli_http import (
+    DEFAULT_URL,
+    MAX_CALL_TIMEOUT,
+    READ_MARGIN,
+    TOKEN_ENV,
+    api_request,
+    api_target,
+)
 from kilowatt.domain.configuration import (
     CATALOGUE,
     MAX_KEY_LENGTH,
@@ -246,24 +253,13 @@ def _not_registered(charge_point_id: str) -> CommandError:
 
 def _client(args: argparse.Namespace, out: Output) -> tuple[str, str] | int:
     """The API base URL and token, or the exit code of a usage error."""
-    import os
-
-    token = (args.token or os.environ.get(TOKEN_ENV, "")).strip()
-    if not token:
-        out.error(
-            f"no API token: pass --token TOKEN or set {TOKEN_ENV} (create an admin token "
-            "with `kilowatt api-token create NAME`)"
-        )
-        return EXIT_USAGE
-    base = args.url.rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        out.error(f"--url {args.url!r} is not an http:// or https:// URL, e.g. {DEFAULT_URL}")
-        return EXIT_USAGE
+    target = api_target(args.url, args.token, out)
+    if isinstance(target, int):
+        return target
     if args.timeout is not None and not 0 < args.timeout <= MAX_CALL_TIMEOUT:
         out.error(f"--timeout must be more than 0 and at most {MAX_CALL_TIMEOUT:g} seconds")
         return EXIT_USAGE
-    return base, token
+    return target
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,12 +8,13 @@ standard library's client is enough, and needs nothing installed.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from kilowatt.cli_common import EXIT_ERROR, CommandError
+from kilowatt.cli_common import EXIT_ERROR, EXIT_USAGE, CommandError, Output
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -22,6 +23,7 @@ __all__ = [
     "READ_MARGIN",
     "TOKEN_ENV",
     "api_request",
+    "api_target",
 ]
 
 TOKEN_ENV = "KILOWATT_API_TOKEN"
@@ -30,6 +32,27 @@ MAX_CALL_TIMEOUT = 300.0  # what the API accepts
 CONNECT_TIMEOUT = 10.0
 # The server answers within the call timeout; allow for the rest of the round trip.
 READ_MARGIN = 10.0
+
+
+def api_target(url: str, token: str | None, out: Output) -> tuple[str, str] | int:
+    """The API's base URL and the token (``--token``, else the environment) checked,
+    or the exit code of a usage error, said on ``out``."""
+    token = (token or os.environ.get(TOKEN_ENV, "")).strip()
+    if not token:
+        out.error(
+            f"no API token: pass --token TOKEN or set {TOKEN_ENV} (create an admin token "
+            "with `kilowatt api-token create NAME`)"
+        )
+        return EXIT_USAGE
+    if not token.isascii() or not token.isprintable():
+        out.error(f"the API token is not one Kilowatt made ({TOKEN_ENV} or --token)")
+        return EXIT_USAGE
+    base = url.rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        out.error(f"--url {url!r} is not an http:// or https:// URL, e.g. {DEFAULT_URL}")
+        return EXIT_USAGE
+    return base, token
 
 
 def api_request(

@@ -149,6 +149,11 @@ async def test_client_errors(app: Application, cli: Cli, monkeypatch: pytest.Mon
     assert no_token.code == 2 and "KILOWATT_API_TOKEN" in no_token.err
     bad_token = await cli("config", "apply", "CP1", "--url", url, "--token", "wrong")
     assert bad_token.code == 1 and "--token" in bad_token.err
+    # Not even a header value: a usage error, not a crash.
+    foreign = await cli(
+        "config", "set", "CP1", "HeartbeatInterval", "60", "--url", url, "--token", "kw_€"
+    )
+    assert foreign.code == 2 and "not one Kilowatt made" in foreign.err
     unknown = await cli("config", "apply", "NOPE", *cli.remote)
     assert unknown.code == 1 and "not registered" in unknown.err
     await app.services.charge_points.register("OFF1")
