@@ -1027,8 +1027,8 @@ def test_transactions_seen_by_the_services_match_the_cli(cli: Cli) -> None:
     assert stored is not None and stored.state is TransactionState.ABANDONED
     data = cli.json("transactions", "show", str(ids["abandoned"]))
     assert isinstance(data, dict)
-    assert data["state"] == stored.state.value
-    assert data["flags"] == list(stored.flags)
+    assert data["state"] == stored.state.value == "abandoned"
+    assert data["flags"] == list(stored.flags) == ["abandoned"]
 
 
 # ----------------------------------------------------------------- PostgreSQL

@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
 from kilowatt.app import Application
 from kilowatt.domain.models import IdTag, MeterSample, Transaction, TransactionState
 from kilowatt.ocpp16.routes import CENTRAL_TO_CHARGE_POINT
 from kilowatt.simulator import SimulationConfig, run_simulation
+from kilowatt.simulator import transport as simulator_transport
 from tests.simulator.conftest import (
     CHARGE_POINTS,
     FAST,
@@ -180,7 +182,8 @@ async def test_reset_reboots_the_charge_point(kilowatt: Application) -> None:
         assert stored.stop_reason == "SoftReset"
         after = await kilowatt.services.charge_points.get(CP)
         assert after is not None and after.last_boot_at is not None
-        assert before.last_boot_at is None or after.last_boot_at > before.last_boot_at
+        assert before.last_boot_at is not None  # it booted once before the reset
+        assert after.last_boot_at > before.last_boot_at
 
         async def reconnected() -> bool:
             return kilowatt.registry.get(CP) is not None
@@ -566,7 +569,12 @@ async def test_charge_points_in_several_processes(kilowatt: Application) -> None
     assert charge_points == {"SIM00001", "SIM00002", "SIM00003", "SIM00004"}
 
 
-async def test_websockets_transport(kilowatt: Application) -> None:
+async def test_websockets_transport(kilowatt: Application, monkeypatch: pytest.MonkeyPatch) -> None:
+    # picows is installed, so "auto" would pick it: make sure "websockets" does not.
+    async def no_picows(*args: Any, **kwargs: Any) -> Any:
+        pytest.fail("transport='websockets' connected with picows")
+
+    monkeypatch.setattr(simulator_transport, "_connect_picows", no_picows)
     await register_tags(kilowatt, 2)
     result = await run_simulation(
         SimulationConfig(
