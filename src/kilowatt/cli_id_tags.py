@@ -32,7 +32,7 @@ from kilowatt.domain.models import AuthorizationStatus, IdTag
 from kilowatt.services.authorization import AuthorizationService
 from kilowatt.store.base import AlreadyExists
 
-__all__ = ["CSV_COLUMNS", "add_id_tag_commands", "parse_id_tag_csv"]
+__all__ = ["add_id_tag_commands"]
 
 PAGE = 1000
 _STATUS_STYLES = {

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from kilowatt.clock import Clock
 from kilowatt.domain.authorization import decide
-from kilowatt.domain.models import AuthorizationStatus, IdTag, IdTagInfo
+from kilowatt.domain.models import IdTag, IdTagInfo
 from kilowatt.store.base import Repositories, Store
 
 __all__ = ["AuthorizationService", "authorize_in"]
@@ -73,9 +73,6 @@ class AuthorizationService:
     async def update(self, id_tag: str, **fields: object) -> bool:
         now = self._clock.now()
         return await self._store.write(lambda repos: repos.id_tags.update(id_tag, now, **fields))
-
-    async def block(self, id_tag: str) -> bool:
-        return await self.update(id_tag, status=AuthorizationStatus.BLOCKED)
 
     async def remove(self, id_tag: str) -> bool:
         return await self._store.write(lambda repos: repos.id_tags.remove(id_tag))

@@ -263,15 +263,6 @@ class ConfigurationService:
         )
         return capabilities(reported)
 
-    async def reported_value(self, charge_point_id: str, key: str) -> str | None:
-        reported = await self._store.read(
-            lambda repos: repos.configuration.list_reported(charge_point_id)
-        )
-        for entry in reported:
-            if entry.key == key and not entry.unknown:
-                return entry.value
-        return None
-
     async def desired_value(self, charge_point_id: str, key: str) -> str | None:
         """The desired value of ``key`` (its own, else its template's), or None."""
 

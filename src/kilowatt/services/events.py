@@ -71,9 +71,6 @@ class EventService:
         self._clock = clock
         self._sinks = list(sinks)
 
-    def add_sink(self, sink: EventSink) -> None:
-        self._sinks.append(sink)
-
     def publish(
         self,
         event_type: str,

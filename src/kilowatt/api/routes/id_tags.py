@@ -25,7 +25,7 @@ from kilowatt.api.schemas_id_tags import (
     IdTagPublic,
     IdTagUpdate,
 )
-from kilowatt.domain.id_tag_csv import parse_id_tag_csv, write_id_tag_csv
+from kilowatt.domain.id_tag_csv import CSV_COLUMNS, parse_id_tag_csv, write_id_tag_csv
 from kilowatt.domain.models import AuthorizationStatus, IdTag
 from kilowatt.services.authorization import AuthorizationService
 
@@ -45,7 +45,7 @@ MAX_IMPORT_BYTES = 16 * 1024 * 1024
 CSV_MEDIA_TYPES = frozenset({"text/csv", "text/plain"})
 _LINE = re.compile(r"^line (\d+): (.*)$", re.DOTALL)
 
-CSV_HEADER = "id_tag,status,expiry_date,parent_id_tag,owner,note,max_concurrent_transactions"
+CSV_HEADER = ",".join(CSV_COLUMNS)
 CSV_EXAMPLE = f"{CSV_HEADER}\n04A2B3C4D5E6,Accepted,2026-12-31T23:59:59Z,,Alice,,1\n"
 
 
@@ -106,8 +106,6 @@ async def add(ctx: Context, token: Admin, body: IdTagCreate) -> IdTagPublic:
     responses={200: {"content": {"text/csv": {"example": CSV_EXAMPLE}}}},
 )
 async def export_csv(ctx: Context, token: Reader) -> Response:
-    # Imported here: the CLI modules import the composition root, which imports the API.
-
     buffer = io.StringIO(newline="")
     write_id_tag_csv(buffer, await _all_tags(ctx.authorization))
     return Response(

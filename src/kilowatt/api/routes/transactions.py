@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -24,6 +24,7 @@ from kilowatt.api.schemas_transactions import (
     UnknownStopPublic,
 )
 from kilowatt.domain.models import Transaction, TransactionState
+from kilowatt.domain.timestamps import utc_text
 
 __all__ = ["CSV_COLUMNS", "router"]
 
@@ -218,9 +219,7 @@ def _csv_lines(rows: Iterable[Iterable[object]]) -> str:
 
 
 def _time(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    return utc_text(value) or ""
 
 
 def _csv_row(transaction: Transaction) -> tuple[object, ...]:
