@@ -105,6 +105,9 @@ async def test_desired_values_and_templates(store: SqlStore) -> None:
     assert template is not None
     assert template.values == {"MeterValueSampleInterval": "30"}
     assert template.members == ("CP1", "CP2")
+    values = await store.read(lambda repos: repos.configuration.template_values("fleet"))
+    assert values == {"MeterValueSampleInterval": "30"}
+    assert await store.read(lambda repos: repos.configuration.template_values("nope")) == {}
     assert template.description == "all of them" and template.updated_at == T1
     assert await store.read(lambda repos: repos.configuration.template_of("CP2")) == "fleet"
     with pytest.raises(AlreadyExists):

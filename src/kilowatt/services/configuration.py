@@ -177,13 +177,12 @@ def _read_state(charge_point_id: str, repos: Repositories) -> _State:
         return _State(exists=False)
     config = repos.configuration
     template = config.template_of(charge_point_id)
-    found = config.get_template(template) if template is not None else None
     return _State(
         exists=True,
         last_boot_at=point.last_boot_at,
         reported=config.list_reported(charge_point_id),
         template=template,
-        template_values=found.values if found is not None else {},
+        template_values=config.template_values(template) if template is not None else {},
         own=config.list_desired(charge_point_id),
         latest=config.latest_changes(charge_point_id),
         sync=config.get_sync(charge_point_id),
@@ -272,8 +271,7 @@ class ConfigurationService:
             if key in own:
                 return own[key]
             template = config.template_of(charge_point_id)
-            found = config.get_template(template) if template is not None else None
-            return None if found is None else found.values.get(key)
+            return None if template is None else config.template_values(template).get(key)
 
         return await self._store.read(work)
 

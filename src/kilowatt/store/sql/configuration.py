@@ -258,6 +258,9 @@ class SqlConfiguration:
         found = self._templates([name])
         return found[0] if found else None
 
+    def template_values(self, name: str) -> dict[str, str]:
+        return self._values([name]).get(name, {})
+
     def list_templates(self) -> list[ConfigurationTemplate]:
         return self._templates(None)
 
