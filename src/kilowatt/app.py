@@ -60,6 +60,7 @@ __all__ = [
     "build_services",
     "create_app",
     "freeze_heap",
+    "prepare_store",
     "raise_file_limit",
     "tune_interpreter",
 ]
@@ -126,7 +127,11 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
 
 async def prepare_database(services: Services, *, migrate: bool) -> None:
     """Create/upgrade the schema (embedded default) or check it is current."""
-    store = services.store
+    await prepare_store(services.store, migrate=migrate)
+
+
+async def prepare_store(store: SqlStore, *, migrate: bool) -> None:
+    """:func:`prepare_database` on a store alone (a supervisor serves nothing)."""
     if migrate:
         await upgrade(store)
         return

@@ -60,21 +60,12 @@ def supervise(settings: Settings) -> int:
 
 
 async def _prepare_database(settings: Settings) -> None:
-    from kilowatt.app import SchemaOutOfDate
+    from kilowatt.app import prepare_store
     from kilowatt.store.sql.database import open_store
-    from kilowatt.store.sql.migrate import current_revision, head_revision, upgrade
 
     store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
-        if store.dialect == "sqlite":
-            await upgrade(store)
-            return
-        current = await current_revision(store)
-        if current != head_revision():
-            raise SchemaOutOfDate(
-                f"the database schema is at revision {current or 'none'}, this Kilowatt needs "
-                f"{head_revision()}: run `kilowatt db upgrade` with the same database URL"
-            )
+        await prepare_store(store, migrate=store.dialect == "sqlite")
     finally:
         await store.close()
 
