@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from kilowatt.app import Application, create_app
+from kilowatt.bus.local import LocalCommandBus
 from kilowatt.config import load_settings
 from kilowatt.gateway.auth import InMemoryCredentialStore
 from kilowatt.gateway.connection import ChargePointConnection
@@ -213,6 +214,11 @@ async def charge_point(
             await asyncio.gather(reader, return_exceptions=True)
 
 
+def bus(app: Application) -> LocalCommandBus:
+    """CALLs to the charge points connected to ``app``, as the command service sends them."""
+    return LocalCommandBus(app.registry)
+
+
 def live(app: Application, charge_point_id: str) -> ChargePointConnection:
     connection = app.registry.get(charge_point_id)
     assert connection is not None, f"{charge_point_id!r} is not registered"
@@ -269,7 +275,7 @@ async def test_call_reaches_the_charge_point_and_returns_its_answer(
 ) -> None:
     app = await start_app()
     async with charge_point(app) as cp:
-        result = await bounded(app.registry.call("CP1", "Reset", {"type": "Soft"}))
+        result = await bounded(bus(app).call("CP1", "Reset", {"type": "Soft"}))
         assert result == {"status": "Accepted"}
         assert cp.resets == [{"type": "Soft"}]
         calls = [frame for direction, frame in cp.wire.frames if direction == "in"]
@@ -298,12 +304,12 @@ async def test_call_timeout_then_next_call_works(start_app: StartApp) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(CallTimeout):
-            await bounded(app.registry.call("CP1", "Reset", {"type": "Soft"}))
+            await bounded(bus(app).call("CP1", "Reset", {"type": "Soft"}))
         elapsed = loop.time() - started
         assert 0.45 <= elapsed < 1.5, f"CallTimeout after {elapsed:.3f} s, expected ~0.5 s"
 
         second = asyncio.create_task(
-            app.registry.call("CP1", "Reset", {"type": "Hard"}, timeout=TIMEOUT)
+            bus(app).call("CP1", "Reset", {"type": "Hard"}, timeout=TIMEOUT)
         )
         await bounded(second_arrived.wait())
         # The late answer to the first call goes out while the second is outstanding;
@@ -341,8 +347,8 @@ async def test_concurrent_calls_to_one_charge_point_are_serialized(
         cp.reset_answer = slow
         soft, hard = await bounded(
             asyncio.gather(
-                app.registry.call("CP1", "Reset", {"type": "Soft"}),
-                app.registry.call("CP1", "Reset", {"type": "Hard"}),
+                bus(app).call("CP1", "Reset", {"type": "Soft"}),
+                bus(app).call("CP1", "Reset", {"type": "Hard"}),
             )
         )
         assert soft == {"status": "Accepted"}
@@ -371,7 +377,7 @@ async def test_charge_point_call_answered_while_our_call_is_outstanding(
             return "Accepted"
 
         cp.reset_answer = hold
-        pending = asyncio.create_task(app.registry.call("CP1", "Reset", {"type": "Soft"}))
+        pending = asyncio.create_task(bus(app).call("CP1", "Reset", {"type": "Soft"}))
         try:
             await bounded(entered.wait())
             heartbeat = await bounded(cp.call(call.Heartbeat(), suppress=False))
@@ -401,7 +407,7 @@ async def test_reconnect_replaces_the_old_connection(start_app: StartApp) -> Non
             await bounded(old.closed.wait())
             assert app.registry.get("CP1") is new
 
-            result = await bounded(app.registry.call("CP1", "Reset", {"type": "Hard"}))
+            result = await bounded(bus(app).call("CP1", "Reset", {"type": "Hard"}))
             assert result == {"status": "Accepted"}
             assert second.resets == [{"type": "Hard"}]
             assert first.resets == []
@@ -419,7 +425,7 @@ async def test_disconnect_fails_pending_calls_at_once(start_app: StartApp) -> No
 
         cp.reset_answer = never
         connection = live(app, "CP1")
-        pending = asyncio.create_task(app.registry.call("CP1", "Reset", {"type": "Soft"}))
+        pending = asyncio.create_task(bus(app).call("CP1", "Reset", {"type": "Soft"}))
         await bounded(entered.wait())
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -430,7 +436,7 @@ async def test_disconnect_fails_pending_calls_at_once(start_app: StartApp) -> No
         await bounded(connection.closed.wait())
         assert app.registry.get("CP1") is None
         with pytest.raises(NotConnected):
-            await bounded(app.registry.call("CP1", "Reset", {"type": "Soft"}))
+            await bounded(bus(app).call("CP1", "Reset", {"type": "Soft"}))
 
 
 # ---------------------------------------------------------------------- handshake
@@ -622,7 +628,7 @@ async def test_bad_frames_are_answered_or_dropped(start_app: StartApp) -> None:
         # The charge point connected at the same time did not notice.
         heartbeat = await bounded(neighbour.call(call.Heartbeat(), suppress=False))
         assert_recent_utc(heartbeat.current_time)
-        assert await bounded(app.registry.call("CP2", "Reset", {"type": "Soft"})) == {
+        assert await bounded(bus(app).call("CP2", "Reset", {"type": "Soft"})) == {
             "status": "Accepted"
         }
 
@@ -718,7 +724,7 @@ def test_call_timeout_fires_on_uvloop(tmp_path: Path) -> None:
                 for _ in range(attempts):
                     try:
                         async with asyncio.timeout(1.0):
-                            await app.registry.call("CP1", "Reset", {"type": "Soft"})
+                            await bus(app).call("CP1", "Reset", {"type": "Soft"})
                     except CallTimeout:
                         outcomes.append("CallTimeout")
                     except TimeoutError:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from kilowatt.gateway.connection import ChargePointConnection
-from kilowatt.protocol.errors import NotConnected
 
 __all__ = ["ConnectionRegistry"]
 
@@ -41,17 +39,3 @@ class ConnectionRegistry:
 
     def __len__(self) -> int:
         return len(self._connections)
-
-    async def call(
-        self,
-        charge_point_id: str,
-        action: str,
-        payload: dict[str, Any],
-        *,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Send a CALL to a connected charge point and return its CALLRESULT payload."""
-        connection = self._connections.get(charge_point_id)
-        if connection is None:
-            raise NotConnected(f"charge point {charge_point_id!r} is not connected")
-        return await connection.call(action, payload, timeout=timeout)
