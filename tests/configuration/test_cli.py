@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,16 +13,10 @@ import pytest
 from kilowatt.app import Application
 from kilowatt.cli import main
 from kilowatt.services.api_tokens import Role
+from tests.cli_runner import Result
 from tests.configuration.conftest import charge_point, synced
 
 SECRET = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 class Cli:
