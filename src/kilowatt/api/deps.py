@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from kilowatt.api.errors import ApiError
 from kilowatt.bus.events import EventBus
@@ -20,7 +20,10 @@ from kilowatt.services.message_log import MessageLog
 from kilowatt.services.transactions import TransactionService
 from kilowatt.store.base import Store
 
-__all__ = ["Admin", "ApiContext", "Context", "Reader", "context"]
+__all__ = ["Admin", "ApiContext", "ChargePointId", "Context", "Reader", "context"]
+
+# A charge point id in a path: what the gateway accepts in a connection URL.
+ChargePointId = Annotated[str, Path(min_length=1, max_length=48)]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from kilowatt.protocol.session import InvalidCallResult
 from kilowatt.services.commands import InvalidPayload, UnknownAction, UnknownChargePoint
 from kilowatt.store.base import AlreadyExists
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ApiError", "charge_point_not_found", "error_body", "install_error_handlers"]
 
 
 class ApiError(Exception):
@@ -37,6 +37,16 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+def charge_point_not_found(charge_point_id: str) -> ApiError:
+    """404 for a charge point nobody registered (with how to register it)."""
+    return ApiError(
+        404,
+        "not_found",
+        f"charge point {charge_point_id!r} is not registered; register it with "
+        "POST /api/v1/charge-points",
+    )
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

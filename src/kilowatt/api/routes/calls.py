@@ -7,14 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from kilowatt.api.deps import Admin, Context
+from kilowatt.api.deps import Admin, ChargePointId, Context
 from kilowatt.ocpp16.routes import CENTRAL_TO_CHARGE_POINT
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/charge-points/{charge_point_id}", tags=["remote control"])
 
-ChargePointId = Annotated[str, Path(min_length=1, max_length=48)]
 Timeout = Annotated[
     float | None,
     Query(gt=0, le=300, description="Seconds to wait for the answer (default: call_timeout)"),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
-from kilowatt.api.deps import Admin, Context, Reader
-from kilowatt.api.errors import ApiError
+from kilowatt.api.deps import Admin, ChargePointId, Context, Reader
+from kilowatt.api.errors import ApiError, charge_point_not_found
 from kilowatt.api.schemas import (
     ChargePointCreate,
     ChargePointPublic,
@@ -22,17 +21,6 @@ from kilowatt.gateway.auth import hash_password
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/charge-points", tags=["charge points"])
-
-ChargePointId = Annotated[str, Path(min_length=1, max_length=48)]
-
-
-def _not_found(charge_point_id: str) -> ApiError:
-    return ApiError(
-        404,
-        "not_found",
-        f"charge point {charge_point_id!r} is not registered; register it with "
-        "POST /api/v1/charge-points",
-    )
 
 
 @router.get("", summary="List charge points with connection state and connector statuses")
@@ -60,7 +48,7 @@ async def register(ctx: Context, token: Admin, body: ChargePointCreate) -> Charg
 async def show(ctx: Context, token: Reader, charge_point_id: ChargePointId) -> ChargePointPublic:
     point = await ctx.charge_points.get(charge_point_id)
     if point is None:
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return ChargePointPublic.of(point)
 
 
@@ -72,14 +60,14 @@ async def update(
     if "registration" in fields and fields["registration"] is None:
         raise ApiError(422, "validation_error", "registration cannot be null")
     if fields and not await ctx.charge_points.update(charge_point_id, **fields):
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return await show(ctx, token, charge_point_id)
 
 
 @router.post("/{charge_point_id}/accept", summary="Accept a Pending charge point")
 async def accept(ctx: Context, token: Admin, charge_point_id: ChargePointId) -> ChargePointPublic:
     if not await ctx.charge_points.update(charge_point_id, registration=Registration.ACCEPTED):
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return await show(ctx, token, charge_point_id)
 
 
@@ -89,7 +77,7 @@ async def set_password(
 ) -> Response:
     password_hash = await asyncio.to_thread(hash_password, body.password)
     if not await ctx.charge_points.update(charge_point_id, password_hash=password_hash):
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return Response(status_code=204)
 
 
@@ -98,12 +86,12 @@ async def set_security_profile(
     ctx: Context, token: Admin, charge_point_id: ChargePointId, body: SecurityProfileUpdate
 ) -> ChargePointPublic:
     if not await ctx.charge_points.update(charge_point_id, security_profile=body.security_profile):
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return await show(ctx, token, charge_point_id)
 
 
 @router.delete("/{charge_point_id}", status_code=204, summary="Delete a charge point")
 async def delete(ctx: Context, token: Admin, charge_point_id: ChargePointId) -> Response:
     if not await ctx.charge_points.remove(charge_point_id):
-        raise _not_found(charge_point_id)
+        raise charge_point_not_found(charge_point_id)
     return Response(status_code=204)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from kilowatt.api.deps import Admin, ApiContext, Context, Reader
+from kilowatt.api.deps import Admin, ApiContext, ChargePointId, Context, Reader
 from kilowatt.api.errors import ApiError, error_body
 from kilowatt.domain.configuration import (
     CATALOGUE,
@@ -47,7 +47,6 @@ charge_point_router = APIRouter(
 templates_router = APIRouter(prefix="/api/v1/configuration-templates", tags=["configuration"])
 catalogue_router = APIRouter(prefix="/api/v1/configuration-keys", tags=["configuration"])
 
-ChargePointId = Annotated[str, Path(min_length=1, max_length=48)]
 Key = Annotated[
     str,
     Path(

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel
 
 from kilowatt.api.deps import Context, Reader
 from kilowatt.api.errors import ApiError
+from kilowatt.api.schemas_common import storable
 from kilowatt.services.message_log import LoggedFrame
 
 __all__ = ["router"]
@@ -24,13 +25,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1/charge-points", tags=["message log"])
 
 MAX_ID = 2**63 - 1  # the id column is a 64-bit integer
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL: refused here as a 422, not failed in the query.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
 
 
 class LoggedFramePublic(BaseModel):
@@ -68,7 +62,7 @@ class LoggedFramePublic(BaseModel):
 async def list_messages(
     ctx: Context,
     token: Reader,
-    charge_point_id: Annotated[str, Path(min_length=1, max_length=48), AfterValidator(_no_nul)],
+    charge_point_id: Annotated[str, Path(min_length=1, max_length=48), AfterValidator(storable)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only frames older than this id")
@@ -77,7 +71,7 @@ async def list_messages(
         Literal["in", "out"] | None, Query(description="in: from the charge point")
     ] = None,
     action: Annotated[
-        str | None, Query(min_length=1, max_length=64), AfterValidator(_no_nul)
+        str | None, Query(min_length=1, max_length=64), AfterValidator(storable)
     ] = None,
 ) -> list[LoggedFramePublic]:
     if ctx.message_log is None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator
 
 from kilowatt.api.deps import Context, Reader
-from kilowatt.api.errors import ApiError
+from kilowatt.api.errors import charge_point_not_found
 from kilowatt.api.schemas_common import storable
 from kilowatt.api.schemas_transactions import StatusRecordPublic
 from kilowatt.domain.models import StatusRecord
@@ -46,10 +46,5 @@ async def status_history(
 
     records = await ctx.store.read(work)
     if records is None:
-        raise ApiError(
-            404,
-            "not_found",
-            f"charge point {charge_point_id!r} is not registered; register it with "
-            "POST /api/v1/charge-points",
-        )
+        raise charge_point_not_found(charge_point_id)
     return [StatusRecordPublic.of(record) for record in records]
