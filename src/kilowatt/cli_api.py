@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +23,7 @@ from kilowatt.cli_common import (
     add_command,
     cell,
     charge_point_id_argument,
+    command_text,
     json_datetime,
 )
 from kilowatt.cli_http import (
@@ -164,10 +164,6 @@ def _call_timeout(text: str) -> float:
     return value
 
 
-def _command(*words: str) -> str:
-    return "`kilowatt " + " ".join(shlex.quote(word) for word in words) + "`"
-
-
 # ------------------------------------------------------------------ api-token
 
 
@@ -180,7 +176,7 @@ async def api_token_create(context: Context) -> None:
     except AlreadyExists:
         raise CommandError(
             f"an API token named {name!r} exists already (the names of revoked tokens stay "
-            f"taken); choose another name, see them with {_command('api-token', 'list')}"
+            f"taken); choose another name, see them with {command_text('api-token', 'list')}"
         ) from None
     out = context.out
     out.line(secret)
@@ -188,7 +184,7 @@ async def api_token_create(context: Context) -> None:
         f"API token {name!r} created (role {role.value}). This is the only time its secret "
         "is shown: it cannot be shown again, so store it now. Send it as "
         f"'Authorization: Bearer <token>', or set {TOKEN_ENV} for `kilowatt call`. "
-        f"Revoke it with {_command('api-token', 'revoke', name)}."
+        f"Revoke it with {command_text('api-token', 'revoke', name)}."
     )
 
 
@@ -209,7 +205,9 @@ async def api_token_list(context: Context) -> None:
         out.json([_token_json(token) for token in tokens])
         return
     if not tokens:
-        out.line(f"No API tokens yet; create one with {_command('api-token', 'create', 'NAME')}.")
+        out.line(
+            f"No API tokens yet; create one with {command_text('api-token', 'create', 'NAME')}."
+        )
         return
     table = out.new_table("Name", "Role", "Created", "Revoked")
     for token in tokens:
@@ -232,7 +230,7 @@ async def api_token_revoke(context: Context) -> None:
     if any(token.name == name for token in tokens):
         raise CommandError(f"API token {name!r} is revoked already")
     raise CommandError(
-        f"there is no API token named {name!r}; see them with {_command('api-token', 'list')}"
+        f"there is no API token named {name!r}; see them with {command_text('api-token', 'list')}"
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 from typing import Any
 
 from rich.text import Text
@@ -16,6 +15,7 @@ from kilowatt.cli_common import (
     add_command,
     cell,
     charge_point_id_argument,
+    command_text,
     confirm,
     generate_password,
     json_datetime,
@@ -156,15 +156,11 @@ def _profile_argument(text: str) -> int | None:
     raise argparse.ArgumentTypeError(f"{text!r} is not a security profile; use 0-3 or default")
 
 
-def _command(*words: str) -> str:
-    return "`kilowatt " + " ".join(shlex.quote(word) for word in words) + "`"
-
-
 def _not_registered(charge_point_id: str) -> CommandError:
     return CommandError(
         f"charge point {charge_point_id!r} is not registered; add it with "
-        f"{_command('charge-point', 'add', charge_point_id)} "
-        f"(see the registered ones with {_command('charge-point', 'list')})"
+        f"{command_text('charge-point', 'add', charge_point_id)} "
+        f"(see the registered ones with {command_text('charge-point', 'list')})"
     )
 
 
@@ -202,7 +198,7 @@ def _check_credentials(context: Context, point: ChargePoint) -> None:
         context.out.warn(
             f"charge point {point.id!r} has no password, so it cannot connect with security "
             f"profile {profile}; set one with "
-            f"{_command('charge-point', 'set-password', point.id, '--generate-password')}"
+            f"{command_text('charge-point', 'set-password', point.id, '--generate-password')}"
         )
 
 
@@ -234,8 +230,8 @@ async def charge_point_add(context: Context) -> None:
     except AlreadyExists:
         raise CommandError(
             f"charge point {charge_point_id!r} is registered already; see it with "
-            f"{_command('charge-point', 'show', charge_point_id)} or remove it first with "
-            f"{_command('charge-point', 'remove', charge_point_id)}"
+            f"{command_text('charge-point', 'show', charge_point_id)} or remove it first with "
+            f"{command_text('charge-point', 'remove', charge_point_id)}"
         ) from None
     profile = (
         str(point.security_profile)
@@ -261,7 +257,7 @@ async def charge_point_list(context: Context) -> None:
     if not points:
         out.line(
             "No charge points are registered; add one with "
-            f"{_command('charge-point', 'add', 'ID')}."
+            f"{command_text('charge-point', 'add', 'ID')}."
         )
         return
     table = out.new_table(
@@ -419,7 +415,7 @@ async def charge_point_set_password(context: Context) -> None:
         out.warn(
             f"the password is checked only with security profile 1 or 2, and "
             f"{charge_point_id!r} uses {profile}; change that with "
-            f"{_command('charge-point', 'set-security-profile', charge_point_id, '1')}"
+            f"{command_text('charge-point', 'set-security-profile', charge_point_id, '1')}"
         )
     if point.connected:
         out.note("The open connection is not affected; the password applies when it reconnects.")

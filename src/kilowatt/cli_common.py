@@ -15,6 +15,7 @@ import asyncio
 import io
 import json
 import secrets
+import shlex
 import string
 import sys
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,7 @@ __all__ = [
     "cell",
     "charge_point_id_argument",
     "check_id_tag",
+    "command_text",
     "confirm",
     "generate_password",
     "id_tag_argument",
@@ -175,6 +177,11 @@ json_datetime = utc_text  # for scripts: ISO 8601 UTC with microseconds when any
 
 
 # --------------------------------------------------------- argument checking
+
+
+def command_text(*words: str) -> str:
+    """A command line to tell the user to run, quoted: ```kilowatt id-tag list```."""
+    return "`kilowatt " + " ".join(shlex.quote(word) for word in words) + "`"
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:

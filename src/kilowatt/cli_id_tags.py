@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from kilowatt.cli_common import (
     Subcommands,
     add_command,
     cell,
+    command_text,
     id_tag_argument,
     id_tag_status_argument,
     iso_datetime,
@@ -116,14 +116,10 @@ def add_id_tag_commands(commands: Subcommands) -> None:
     )
 
 
-def _command(*words: str) -> str:
-    return "`kilowatt " + " ".join(shlex.quote(word) for word in words) + "`"
-
-
 def _unknown(tag: str) -> CommandError:
     return CommandError(
-        f"id tag {tag!r} is not known; add it with {_command('id-tag', 'add', tag)} "
-        f"(see the known ones with {_command('id-tag', 'list')})"
+        f"id tag {tag!r} is not known; add it with {command_text('id-tag', 'add', tag)} "
+        f"(see the known ones with {command_text('id-tag', 'list')})"
     )
 
 
@@ -158,8 +154,8 @@ async def id_tag_add(context: Context) -> None:
     except AlreadyExists:
         raise CommandError(
             f"id tag {tag.id_tag!r} exists already; remove it first with "
-            f"{_command('id-tag', 'remove', tag.id_tag)}, or change tags in bulk with "
-            f"{_command('id-tag', 'import', 'FILE.csv', '--replace')}"
+            f"{command_text('id-tag', 'remove', tag.id_tag)}, or change tags in bulk with "
+            f"{command_text('id-tag', 'import', 'FILE.csv', '--replace')}"
         ) from None
     expiry = f", expires {json_datetime(tag.expiry_date)}" if tag.expiry_date else ""
     context.out.line(f"id tag {tag.id_tag!r} added: {tag.status.value}{expiry}")
@@ -176,8 +172,8 @@ async def id_tag_list(context: Context) -> None:
         return
     if not tags:
         out.line(
-            f"No id tags yet; add one with {_command('id-tag', 'add', 'TAG')} or import "
-            f"a file with {_command('id-tag', 'import', 'FILE.csv')}."
+            f"No id tags yet; add one with {command_text('id-tag', 'add', 'TAG')} or import "
+            f"a file with {command_text('id-tag', 'import', 'FILE.csv')}."
         )
         return
     now = services.clock.now()
