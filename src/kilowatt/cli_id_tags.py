@@ -29,7 +29,6 @@ from kilowatt.domain.id_tag_csv import (
     write_id_tag_csv,
 )
 from kilowatt.domain.models import AuthorizationStatus, IdTag
-from kilowatt.services.authorization import AuthorizationService
 from kilowatt.store.base import AlreadyExists
 
 __all__ = ["add_id_tag_commands"]
@@ -123,15 +122,6 @@ def _unknown(tag: str) -> CommandError:
     )
 
 
-async def _all_tags(authorization: AuthorizationService) -> list[IdTag]:
-    tags: list[IdTag] = []
-    while True:
-        page = await authorization.list_id_tags(limit=PAGE, offset=len(tags))
-        tags.extend(page)
-        if len(page) < PAGE:
-            return tags
-
-
 # -------------------------------------------------------------------- commands
 
 
@@ -165,7 +155,7 @@ async def id_tag_add(context: Context) -> None:
 
 async def id_tag_list(context: Context) -> None:
     services = await context.services()
-    tags = await _all_tags(services.authorization)
+    tags = await services.authorization.list_all_id_tags(page=PAGE)
     out = context.out
     if context.args.json:
         out.json([id_tag_json(tag) for tag in tags])
@@ -235,15 +225,8 @@ async def id_tag_import(context: Context) -> None:
         context.out.line(f"{name} has no id tags (only a header line); nothing imported")
         return
     services = await context.services()
-    wanted = [tag.id_tag for tag in tags]
-    existing = await services.store.read(
-        lambda repos: sum(1 for tag_id in wanted if repos.id_tags.get(tag_id) is not None)
-    )
-    written = await services.authorization.add_many(tags, replace=replace)
-    if replace:
-        added, updated, skipped = len(tags) - existing, existing, 0
-    else:
-        added, updated, skipped = written, 0, len(tags) - written
+    added, updated = await services.authorization.import_id_tags(tags, replace=replace)
+    skipped = len(tags) - added - updated
     summary = f"imported {name}: {added} added, {updated} updated"
     if skipped:
         summary += f", {skipped} skipped because they exist already (--replace updates them)"
@@ -253,7 +236,7 @@ async def id_tag_import(context: Context) -> None:
 async def id_tag_export(context: Context) -> None:
     target: str | None = context.args.file
     services = await context.services()
-    tags = await _all_tags(services.authorization)
+    tags = await services.authorization.list_all_id_tags(page=PAGE)
     if target is None or target == "-":
         write_id_tag_csv(context.out.stdout, tags)
         return

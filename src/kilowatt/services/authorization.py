@@ -36,16 +36,24 @@ class AuthorizationService:
         await self._store.write(lambda repos: repos.id_tags.add(tag, now))
 
     async def add_many(self, tags: Iterable[IdTag], *, replace: bool = False) -> int:
-        """Import tags in one unit of work; existing ones are updated when ``replace``."""
+        """Import tags in one unit of work; existing ones are updated when ``replace``.
+        Returns how many were written."""
+        added, updated = await self.import_id_tags(tags, replace=replace)
+        return added + updated
+
+    async def import_id_tags(
+        self, tags: Iterable[IdTag], *, replace: bool = False
+    ) -> tuple[int, int]:
+        """:meth:`add_many`, returning (added, updated) as counted in its unit of work."""
         now = self._clock.now()
         items = list(tags)
 
-        def work(repos: Repositories) -> int:
-            written = 0
+        def work(repos: Repositories) -> tuple[int, int]:
+            added = updated = 0
             for tag in items:
                 if repos.id_tags.get(tag.id_tag) is None:
                     repos.id_tags.add(tag, now)
-                    written += 1
+                    added += 1
                 elif replace:
                     repos.id_tags.update(
                         tag.id_tag,
@@ -57,10 +65,19 @@ class AuthorizationService:
                         note=tag.note,
                         max_concurrent_transactions=tag.max_concurrent_transactions,
                     )
-                    written += 1
-            return written
+                    updated += 1
+            return added, updated
 
         return await self._store.write(work)
+
+    async def list_all_id_tags(self, *, page: int = 1000) -> list[IdTag]:
+        """Every id tag, read ``page`` at a time (exports)."""
+        tags: list[IdTag] = []
+        while True:
+            found = await self.list_id_tags(limit=page, offset=len(tags))
+            tags.extend(found)
+            if len(found) < page:
+                return tags
 
     async def get(self, id_tag: str) -> IdTag | None:
         return await self._store.read(lambda repos: repos.id_tags.get(id_tag))

@@ -26,8 +26,7 @@ from kilowatt.api.schemas_id_tags import (
     IdTagUpdate,
 )
 from kilowatt.domain.id_tag_csv import CSV_COLUMNS, parse_id_tag_csv, write_id_tag_csv
-from kilowatt.domain.models import AuthorizationStatus, IdTag
-from kilowatt.services.authorization import AuthorizationService
+from kilowatt.domain.models import AuthorizationStatus
 
 __all__ = ["router"]
 
@@ -55,15 +54,6 @@ def _not_found(id_tag: str) -> ApiError:
         "not_found",
         f"id tag {id_tag!r} is not known; add it with POST /api/v1/id-tags",
     )
-
-
-async def _all_tags(authorization: AuthorizationService) -> list[IdTag]:
-    tags: list[IdTag] = []
-    while True:
-        page = await authorization.list_id_tags(limit=EXPORT_PAGE, offset=len(tags))
-        tags.extend(page)
-        if len(page) < EXPORT_PAGE:
-            return tags
 
 
 @router.get(
@@ -107,7 +97,7 @@ async def add(ctx: Context, token: Admin, body: IdTagCreate) -> IdTagPublic:
 )
 async def export_csv(ctx: Context, token: Reader) -> Response:
     buffer = io.StringIO(newline="")
-    write_id_tag_csv(buffer, await _all_tags(ctx.authorization))
+    write_id_tag_csv(buffer, await ctx.authorization.list_all_id_tags(page=EXPORT_PAGE))
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",
@@ -156,16 +146,10 @@ async def import_csv(
         raise _invalid_csv(problems)
     if not tags:
         return IdTagImportResult(rows=0, added=0, updated=0, skipped=0)
-    wanted = [tag.id_tag for tag in tags]
-    existing = await ctx.store.read(
-        lambda repos: sum(1 for tag_id in wanted if repos.id_tags.get(tag_id) is not None)
+    added, updated = await ctx.authorization.import_id_tags(tags, replace=replace)
+    return IdTagImportResult(
+        rows=len(tags), added=added, updated=updated, skipped=len(tags) - added - updated
     )
-    written = await ctx.authorization.add_many(tags, replace=replace)
-    if replace:
-        return IdTagImportResult(
-            rows=len(tags), added=len(tags) - existing, updated=existing, skipped=0
-        )
-    return IdTagImportResult(rows=len(tags), added=written, updated=0, skipped=len(tags) - written)
 
 
 async def _csv_text(request: Request) -> str:
