@@ -68,7 +68,7 @@ class AuthorizationService:
                     updated += 1
             return added, updated
 
-        return await self._store.write(work)
+        return await self._store.write_alone(work)
 
     async def list_all_id_tags(self, *, page: int = 1000) -> list[IdTag]:
         """Every id tag, read ``page`` at a time (exports)."""

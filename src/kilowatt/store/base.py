@@ -328,6 +328,10 @@ class Store(Protocol):
         """Run ``work`` atomically; return its result after the commit."""
         ...
 
+    async def write_alone(self, work: Callable[[Repositories], T]) -> T:
+        """:meth:`write` for a unit too large to share a commit (bulk imports)."""
+        ...
+
     async def read(self, work: Callable[[Repositories], T]) -> T:
         """Run ``work`` on a consistent snapshot; nothing it writes is kept."""
         ...

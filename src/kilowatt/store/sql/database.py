@@ -8,12 +8,17 @@ no load a write commits at once — no timer, no added latency. If a group fails
 is rolled back and its units run again one by one, so one bad unit of work fails
 alone.
 
-* SQLite (embedded default): the standard ``sqlite3`` driver on a dedicated writer
-  thread (SQLite has one writer at a time anyway) and a small pool of reader
-  threads; WAL mode, so readers never wait for the writer. The writer thread takes
-  the next group off its queue as soon as the previous one has committed, without
-  waiting for the event loop, and hands each group's answers back to the loop with
-  one wake-up: the loop is never on the writer's critical path.
+* SQLite (embedded default): the standard ``sqlite3`` driver, one write connection
+  and a small pool of reader threads; WAL mode, so readers never wait for the
+  writer. A group's statements run on the event loop itself, and only its
+  ``BEGIN IMMEDIATE`` (which may wait for another process's write lock) and its
+  ``COMMIT`` (the fsync) run on the writer thread, with the GIL released. Running
+  the statements on a thread made every statement step wait for the GIL, which the
+  loop holds while it serves charge points: under load the writer spent most of
+  its time waiting for the GIL, not for SQLite. The statements of a unit of work
+  are small (point reads and writes by key, multi-row inserts); a unit too large
+  for that (an id-tag import) is written with :meth:`SqlStore.write_alone` on the
+  writer thread.
 * PostgreSQL (``postgresql+asyncpg://``): SQLAlchemy's asyncio engine; the same
   synchronous unit-of-work code runs through ``run_sync`` on an asyncpg connection.
 """
@@ -27,9 +32,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -81,142 +87,249 @@ class _Group:
 # A job queued for the SQLite writer thread: (function, its future, admin). Units of
 # work are grouped; an admin job runs alone, in its own transaction.
 _Job = tuple[Callable[..., Any], "asyncio.Future[Any]", bool]
-# What the writer thread reports for a job: (future, ok, result or exception).
-_Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 
 class _SqliteWriter:
-    """The SQLite writer thread: groups committed back to back (module docstring)."""
+    """SQLite writes: each group's statements run on the event loop, its BEGIN and
+    COMMIT on the writer thread (module docstring).
+
+    Only one thread ever uses the write connection at a time: the thread between
+    ``_begin`` and its answer, the loop while it runs the group, the thread again
+    from ``_commit`` until its answer. ``_busy`` is set from the moment a group is
+    taken until it is answered, so the next group waits its turn in ``_jobs``.
+    """
 
     def __init__(self, store: SqlStore, engine: Engine, commit_delay: float = 0.0) -> None:
         self._store = store
         self._engine = engine
         self._commit_delay = commit_delay
+        self._loop = asyncio.get_running_loop()
         self._last_commit = 0.0
         self._connection: Connection | None = None
+        self._transaction: RootTransaction | None = None
         self._jobs: list[_Job] = []
-        self._ready = threading.Condition(threading.Lock())
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Future[None] | None = None
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="kilowatt-db-writer", daemon=True)
-        self._thread.start()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kilowatt-db-writer")
 
     @property
     def queued(self) -> int:
         return len(self._jobs)
 
     def submit(self, work: Callable[..., Any], future: asyncio.Future[Any], admin: bool) -> None:
-        with self._ready:
-            if self._stopping:
-                raise RuntimeError("the database is closed")
-            self._jobs.append((work, future, admin))
-            self._ready.notify()
+        if self._stopping:
+            raise RuntimeError("the database is closed")
+        self._loop = future.get_loop()
+        self._jobs.append((work, future, admin))
+        if self._busy:
+            return
+        if self._timer is None:
+            self._start()
+        elif len(self._jobs) >= DELAYED_GROUP:
+            self._start_now()
 
-    def stop(self) -> None:
-        """Run what is queued, then end the thread (blocks: call it in a thread)."""
-        with self._ready:
-            self._stopping = True
-            self._ready.notify()
-        self._thread.join()
+    async def stop(self) -> None:
+        """Run what is queued, then end the thread."""
+        self._stopping = True
+        if self._timer is not None:
+            self._start_now()
+        if self._busy or self._jobs:
+            self._drained = self._loop.create_future()
+            await self._drained
+        await self._loop.run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=True)
 
-    def _take(self) -> list[_Job] | None:
-        with self._ready:
-            jobs = self._jobs
-            while not jobs:
-                if self._stopping:
-                    return None
-                self._ready.wait()
-            if not jobs[0][2] and time.monotonic() - self._last_commit < BUSY_WINDOW:
-                # Busy (the last commit ended a moment ago): let the group fill up for
-                # a moment rather than commit every unit alone (module docstring).
-                deadline = time.monotonic() + self._commit_delay
-                while len(jobs) < DELAYED_GROUP and not self._stopping:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._ready.wait(left)
-            if jobs[0][2]:
-                return [jobs.pop(0)]
-            end, limit = 1, min(len(jobs), MAX_GROUP)
-            while end < limit and not jobs[end][2]:
-                end += 1
-            taken = jobs[:end]
-            del jobs[:end]
-            return taken
+    # ------------------------------------------------------------- on the loop
 
-    def _run(self) -> None:
+    def _start(self) -> None:
+        jobs = self._jobs
+        if (
+            self._commit_delay > 0
+            and not self._stopping
+            and not jobs[0][2]
+            and len(jobs) < DELAYED_GROUP
+            and time.monotonic() - self._last_commit < BUSY_WINDOW
+        ):
+            # Busy (the last commit ended a moment ago): let the group fill up for
+            # a moment rather than commit every unit alone (module docstring).
+            self._timer = self._loop.call_later(self._commit_delay, self._start_now)
+            return
+        self._start_now()
+
+    def _start_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        jobs = self._jobs
+        if self._busy:
+            return
+        if not jobs:
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            return
+        self._busy = True
+        if jobs[0][2]:
+            function, future, _ = jobs.pop(0)
+            self._in_thread(partial(self._admin, function), partial(self._answered, [future]))
+            return
+        end, limit = 1, min(len(jobs), MAX_GROUP)
+        while end < limit and not jobs[end][2]:
+            end += 1
+        taken = jobs[:end]
+        del jobs[:end]
+        self._in_thread(self._begin, partial(self._began, taken))
+
+    def _began(self, taken: list[_Job], ok: bool, error: Any) -> None:
+        if not ok:
+            self._retry_singly(taken, error)
+            return
+        connection, transaction = self._connection, self._transaction
+        assert connection is not None and transaction is not None
+        started = time.perf_counter()
         try:
-            while (jobs := self._take()) is not None:
-                elapsed: float | None = None
-                if jobs[0][2]:
-                    outcomes = [self._admin(jobs[0])]
-                else:
-                    started = time.perf_counter()
-                    outcomes = self._group(jobs)
-                    elapsed = time.perf_counter() - started
-                    self._last_commit = time.monotonic()
-                # RuntimeError: the loop is closed, nobody waits for these answers.
-                with contextlib.suppress(RuntimeError):
-                    jobs[0][1].get_loop().call_soon_threadsafe(self._settle, outcomes, elapsed)
-        finally:
-            if self._connection is not None:
-                self._connection.close()
+            results = _run_all(connection, [work for work, _, _ in taken])
+        except Exception as exc:
+            self._transaction = None
+            try:
+                transaction.rollback()  # nothing was written to disk: no I/O to wait for
+            except Exception:
                 self._connection = None
+                self._in_thread(partial(_close_quietly, connection), _ignore)
+            self._retry_singly(taken, exc)
+            return
+        self._in_thread(self._commit, partial(self._committed, taken, results, started))
 
-    def _admin(self, job: _Job) -> _Outcome:
-        function, future, _ = job
-        try:
-            with self._engine.begin() as connection:
-                return future, True, function(connection)
-        except Exception as exc:
-            return future, False, exc
-
-    def _group(self, jobs: list[_Job]) -> list[_Outcome]:
+    def _committed(
+        self, taken: list[_Job], results: list[Any], started: float, ok: bool, error: Any
+    ) -> None:
+        if not ok:
+            self._retry_singly(taken, error)
+            return
         store = self._store
-        try:
-            results = self._write([work for work, _, _ in jobs])
-        except Exception as exc:
-            if len(jobs) == 1:
-                return [(jobs[0][1], False, exc)]
-            log.warning(
-                "group commit failed; retrying its units one by one",
-                extra={"units": len(jobs), "reason": repr(exc)},
-            )
-            outcomes: list[_Outcome] = []
-            for work, future, _ in jobs:
-                try:
-                    (result,) = self._write([work])
-                except Exception as single:
-                    outcomes.append((future, False, single))
-                else:
-                    store.commits += 1
-                    store.units += 1
-                    outcomes.append((future, True, result))
-            return outcomes
+        self._last_commit = time.monotonic()
         store.commits += 1
-        store.units += len(results)
-        return [(job[1], True, result) for job, result in zip(jobs, results, strict=True)]
+        store.units += len(taken)
+        if store.on_group_committed is not None:
+            store.on_group_committed(len(taken), time.perf_counter() - started)
+        for (_, future, _), result in zip(taken, results, strict=True):
+            _settle(future, result=result)
+        self._next()
 
-    def _write(self, works: list[Work]) -> list[Any]:
+    def _retry_singly(self, taken: list[_Job], error: BaseException) -> None:
+        if len(taken) == 1:
+            _settle(taken[0][1], error=error)
+            self._next()
+            return
+        log.warning(
+            "group commit failed; retrying its units one by one",
+            extra={"units": len(taken), "reason": repr(error)},
+        )
+        works = [work for work, _, _ in taken]
+        self._in_thread(
+            partial(self._singly, works), partial(self._answered, [f for _, f, _ in taken])
+        )
+
+    def _answered(self, futures: list[asyncio.Future[Any]], ok: bool, outcomes: Any) -> None:
+        if not ok:  # the thread itself failed (it reports per unit otherwise)
+            outcomes = [(False, outcomes)] * len(futures)
+        for future, (good, value) in zip(futures, outcomes, strict=True):
+            if good:
+                _settle(future, result=value)
+            else:
+                _settle(future, error=value)
+        self._next()
+
+    def _next(self) -> None:
+        self._busy = False
+        if self._jobs:
+            self._start()
+        else:
+            self._start_now()  # answers a waiting stop()
+
+    def _in_thread(self, function: Callable[[], Any], then: Callable[[bool, Any], None]) -> None:
+        loop = self._loop
+
+        def run() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, function())
+            except Exception as exc:
+                outcome = (False, exc)
+            # RuntimeError: the loop is closed, nobody waits for these answers.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(then, *outcome)
+
+        self._thread.submit(run)
+
+    # ---------------------------------------------------- on the writer thread
+
+    def _begin(self) -> None:
         if self._connection is None:
             self._connection = self._engine.connect()
         connection = self._connection
         try:
-            with connection.begin():
-                return _run_all(connection, works)
+            self._transaction = connection.begin()  # BEGIN IMMEDIATE: may wait its turn
         except Exception:
-            if connection.invalidated or connection.closed:
-                self._connection = None
+            self._forget_if_broken(connection)
             raise
 
-    def _settle(self, outcomes: list[_Outcome], elapsed: float | None) -> None:
-        # On the event loop: one call per group.
-        if elapsed is not None and self._store.on_group_committed is not None:
-            self._store.on_group_committed(len(outcomes), elapsed)
-        for future, ok, value in outcomes:
-            if ok:
-                _settle(future, result=value)
+    def _commit(self) -> None:
+        connection, transaction = self._connection, self._transaction
+        assert connection is not None and transaction is not None
+        self._transaction = None
+        try:
+            transaction.commit()
+        except Exception:
+            with contextlib.suppress(Exception):
+                transaction.rollback()
+            self._forget_if_broken(connection)
+            raise
+
+    def _admin(self, function: Callable[[Connection], Any]) -> list[tuple[bool, Any]]:
+        try:
+            with self._engine.begin() as connection:
+                return [(True, function(connection))]
+        except Exception as exc:
+            return [(False, exc)]
+
+    def _singly(self, works: list[Work]) -> list[tuple[bool, Any]]:
+        store = self._store
+        outcomes: list[tuple[bool, Any]] = []
+        for work in works:
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            connection = self._connection
+            try:
+                with connection.begin():
+                    (result,) = _run_all(connection, [work])
+            except Exception as exc:
+                self._forget_if_broken(connection)
+                outcomes.append((False, exc))
             else:
-                _settle(future, error=value)
+                store.commits += 1
+                store.units += 1
+                outcomes.append((True, result))
+        return outcomes
+
+    def _forget_if_broken(self, connection: Connection) -> None:
+        if connection.invalidated or connection.closed:
+            self._connection = None
+            _close_quietly(connection)
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            _close_quietly(self._connection)
+            self._connection = None
+
+
+def _close_quietly(connection: Connection) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+def _ignore(ok: bool, value: Any) -> None:
+    return None
 
 
 class SqlStore:
@@ -268,6 +381,12 @@ class SqlStore:
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return await future
+
+    async def write_alone(self, work: Callable[[Repositories], T]) -> T:
+        """Like :meth:`write`, for a unit of work too large for the event loop (an
+        import of thousands of rows): it commits in its own transaction, on SQLite
+        on the writer thread."""
+        return await self.run_sync_admin(lambda connection: _run_all(connection, [work])[0])
 
     async def _flush(self) -> None:
         try:
@@ -397,7 +516,7 @@ class SqlStore:
             self._closed = True
             if writer is not None:
                 # What is queued is committed (and answered) before the thread ends.
-                await asyncio.to_thread(writer.stop)
+                await writer.stop()
             # Reads still running finish first: their threads' connections close next.
             self._readers.shutdown(wait=True)
             for connection in self._reader_connections:

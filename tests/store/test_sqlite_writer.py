@@ -1,0 +1,88 @@
+"""SQLite writes: statements on the event loop, BEGIN and COMMIT on the writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kilowatt.store.base import Repositories
+from kilowatt.store.sql.database import SqlStore, open_store
+from kilowatt.store.sql.migrate import upgrade
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 'writer.db'}")
+    try:
+        await upgrade(opened)
+        yield opened
+    finally:
+        await opened.close()
+
+
+def thread_name(repos: Repositories) -> str:
+    return threading.current_thread().name
+
+
+async def test_a_unit_of_work_runs_on_the_event_loop_thread(store: SqlStore) -> None:
+    names = await asyncio.gather(*(store.write(thread_name) for _ in range(5)))
+    assert set(names) == {threading.current_thread().name}
+
+
+async def test_a_large_unit_runs_on_the_writer_thread(store: SqlStore) -> None:
+    name = await store.write_alone(thread_name)
+    assert name != threading.current_thread().name
+    assert name.startswith("kilowatt-db-writer")
+
+
+async def test_waiting_for_another_process_s_write_lock_does_not_block_the_loop(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    await store.write(thread_name)
+    other = sqlite3.connect(tmp_path / "writer.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        pending = asyncio.ensure_future(store.write(thread_name))
+        ticks = 0
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10
+        assert not pending.done()  # it waits for the lock, on the writer thread
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(pending, timeout=10) == threading.current_thread().name
+    finally:
+        other.close()
+
+
+async def test_a_failing_unit_fails_alone_and_the_rest_of_its_group_commits(
+    store: SqlStore,
+) -> None:
+    def boom(repos: Repositories) -> None:
+        raise ValueError("bad unit")
+
+    def count(repos: Repositories) -> int:
+        return repos.transactions.count_active()
+
+    results = await asyncio.gather(
+        store.write(count), store.write(boom), store.write(count), return_exceptions=True
+    )
+    assert results[0] == 0 and results[2] == 0
+    assert isinstance(results[1], ValueError)
+    assert await store.write(count) == 0  # the writer goes on
+
+
+async def test_closing_commits_what_is_queued(tmp_path: Path) -> None:
+    opened = open_store(f"sqlite:///{tmp_path / 'close.db'}")
+    await upgrade(opened)
+    pending = [asyncio.ensure_future(opened.write(thread_name)) for _ in range(20)]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(opened.close(), timeout=10)
+    assert all(future.done() and not future.exception() for future in pending)
+    with pytest.raises(RuntimeError, match="closed"):
+        await opened.write(thread_name)
