@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,3 +87,29 @@ async def test_closing_commits_what_is_queued(tmp_path: Path) -> None:
     assert all(future.done() and not future.exception() for future in pending)
     with pytest.raises(RuntimeError, match="closed"):
         await opened.write(thread_name)
+
+
+async def test_the_loop_serves_others_between_slices_of_a_large_group(store: SqlStore) -> None:
+    events: list[str] = []
+
+    def slow(repos: Repositories) -> None:
+        events.append("unit")
+        time.sleep(0.005)  # longer than a slice
+
+    async def other_charge_points() -> None:
+        while True:
+            events.append("loop")
+            await asyncio.sleep(0)
+
+    await store.write(slow)
+    events.clear()
+    ticker = asyncio.ensure_future(other_charge_points())
+    try:
+        await asyncio.gather(*(store.write(slow) for _ in range(6)))
+    finally:
+        ticker.cancel()
+    # The first write makes a group alone; the other five queue behind it and make
+    # one group: the loop must get a turn between its units.
+    units = [index for index, event in enumerate(events) if event == "unit"]
+    assert len(units) == 6
+    assert "loop" in events[units[1] : units[5]]

@@ -57,6 +57,8 @@ MAX_GROUP = 512
 # commits at once.
 BUSY_WINDOW = 0.02
 DELAYED_GROUP = 64
+# SQLite: a group's units run on the event loop in slices of about this long.
+SLICE_SECONDS = 0.002
 
 
 class DatabaseUrlError(ValueError):
@@ -185,21 +187,42 @@ class _SqliteWriter:
         if not ok:
             self._retry_singly(taken, error)
             return
-        connection, transaction = self._connection, self._transaction
-        assert connection is not None and transaction is not None
-        started = time.perf_counter()
+        assert self._connection is not None
+        repositories = SqlRepositories(self._connection, defer_appends=True)
+        self._run_slice(taken, repositories, [], time.perf_counter())
+
+    def _run_slice(
+        self,
+        taken: list[_Job],
+        repositories: SqlRepositories,
+        results: list[Any],
+        started: float,
+    ) -> None:
+        # A large group runs a slice at a time, the loop serving charge points in
+        # between; the transaction stays open, nobody else uses the connection.
+        deadline = time.perf_counter() + SLICE_SECONDS
         try:
-            results = _run_all(connection, [work for work, _, _ in taken])
+            while len(results) < len(taken):
+                results.append(taken[len(results)][0](repositories))
+                if len(results) < len(taken) and time.perf_counter() > deadline:
+                    self._loop.call_soon(self._run_slice, taken, repositories, results, started)
+                    return
+            repositories.flush()
         except Exception as exc:
-            self._transaction = None
-            try:
-                transaction.rollback()  # nothing was written to disk: no I/O to wait for
-            except Exception:
-                self._connection = None
-                self._in_thread(partial(_close_quietly, connection), _ignore)
-            self._retry_singly(taken, exc)
+            self._abandon(taken, exc)
             return
         self._in_thread(self._commit, partial(self._committed, taken, results, started))
+
+    def _abandon(self, taken: list[_Job], error: BaseException) -> None:
+        connection, transaction = self._connection, self._transaction
+        assert connection is not None and transaction is not None
+        self._transaction = None
+        try:
+            transaction.rollback()  # nothing was written to disk: no I/O to wait for
+        except Exception:
+            self._connection = None
+            self._in_thread(partial(_close_quietly, connection), _ignore)
+        self._retry_singly(taken, error)
 
     def _committed(
         self, taken: list[_Job], results: list[Any], started: float, ok: bool, error: Any
