@@ -461,8 +461,8 @@ async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: st
     events: list[str] = []
 
     class Recording:
-        async def run_sync_admin(self, function: Any) -> Any:
-            result = await store.run_sync_admin(function)
+        async def write_rows(self, function: Any) -> Any:
+            result = await store.write_rows(function)
             events.append("chunk")
             return result
 
@@ -480,10 +480,10 @@ async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: st
         await asyncio.gather(insert, ocpp_write())
         assert events.count("chunk") == 3
         if engine_url.startswith("sqlite"):
-            # One writer thread, first come first served: the OCPP write queued
-            # during the first chunk commits before the second chunk. (PostgreSQL
-            # writes the log on a connection of its own, concurrently.)
-            assert events == ["chunk", "write", "chunk", "chunk"]
+            # One writer, first come first served: the OCPP write queued during the
+            # first chunk commits with or before the second chunk, not after the
+            # last. (PostgreSQL writes the log on a connection of its own.)
+            assert events.index("write") <= 2
         stored = await SqlMessageLog(store).list_messages("CP1")
         assert sorted(f.unique_id for f in stored) == [str(n) for n in range(6)]
     finally:

@@ -113,3 +113,16 @@ async def test_the_loop_serves_others_between_slices_of_a_large_group(store: Sql
     units = [index for index, event in enumerate(events) if event == "unit"]
     assert len(units) == 6
     assert "loop" in events[units[1] : units[5]]
+
+
+async def test_rows_written_beside_units_of_work_share_their_commit(store: SqlStore) -> None:
+    # The message log's batches join the group commits instead of adding their own.
+    await store.write(thread_name)
+    commits = store.commits
+    first = asyncio.ensure_future(store.write(thread_name))  # a group alone
+    await asyncio.sleep(0)
+    rows = asyncio.ensure_future(store.write_rows(lambda connection: connection.dialect.name))
+    second = asyncio.ensure_future(store.write(thread_name))
+    assert await rows == "sqlite"
+    await asyncio.gather(first, second)
+    assert store.commits - commits == 2

@@ -935,6 +935,7 @@ class SqlRepositories:
     __slots__ = (
         "_appends",
         "api_tokens",
+        "connection",
         "charge_points",
         "configuration",
         "id_tags",
@@ -943,6 +944,7 @@ class SqlRepositories:
     )
 
     def __init__(self, connection: Connection, *, defer_appends: bool = False) -> None:
+        self.connection = connection
         sql = hot_sql(connection.dialect)
         meter_rows = _Appends(
             connection, sql.insert_meter_values, sql.meter_values_many, deferred=defer_appends
