@@ -935,9 +935,9 @@ class SqlRepositories:
     __slots__ = (
         "_appends",
         "api_tokens",
-        "connection",
         "charge_points",
         "configuration",
+        "connection",
         "id_tags",
         "meter_values",
         "transactions",
