@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from kilowatt.store.base import Repositories
+from kilowatt.store.sql import database
 from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.migrate import upgrade
+from kilowatt.store.sql.repositories import SqlRepositories
 
 
 @pytest.fixture
@@ -126,3 +128,37 @@ async def test_rows_written_beside_units_of_work_share_their_commit(store: SqlSt
     assert await rows == "sqlite"
     await asyncio.gather(first, second)
     assert store.commits - commits == 2
+
+
+async def test_the_wal_is_checkpointed_by_its_own_thread_not_by_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "CHECKPOINT_INTERVAL", 0.05)
+    path = tmp_path / "checkpoint.db"
+    opened = open_store(f"sqlite:///{path}")
+    try:
+        await upgrade(opened)
+
+        def autocheckpoint(repos: Repositories) -> object:
+            assert isinstance(repos, SqlRepositories)
+            return repos.connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+
+        assert await opened.write(autocheckpoint) == 0
+        await asyncio.sleep(0.2)
+        before = path.stat().st_size
+        # ~200 pages of rows: far below SQLite's own 1,000-page checkpoint.
+        filler = "x" * 3000
+        await opened.write_rows(
+            lambda connection: connection.exec_driver_sql(
+                "CREATE TABLE filler AS WITH RECURSIVE n(i) AS "
+                "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) "
+                f"SELECT i, '{filler}' AS body FROM n"
+            )
+        )
+        for _ in range(100):
+            if path.stat().st_size > before:
+                break
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size > before  # the pages reached the database file
+    finally:
+        await opened.close()
