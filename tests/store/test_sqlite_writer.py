@@ -7,10 +7,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from kilowatt.domain.models import IdTag
 from kilowatt.store.base import Repositories
 from kilowatt.store.sql import database
 from kilowatt.store.sql.database import SqlStore, open_store
@@ -162,3 +164,22 @@ async def test_the_wal_is_checkpointed_by_its_own_thread_not_by_commits(
         assert path.stat().st_size > before  # the pages reached the database file
     finally:
         await opened.close()
+
+
+async def test_a_hot_path_read_runs_on_the_loop_and_sees_what_is_committed(
+    store: SqlStore,
+) -> None:
+    assert await store.read_now(thread_name) == threading.current_thread().name
+    assert (await store.read(thread_name)).startswith("kilowatt-db-reader")
+
+    def active(repos: Repositories) -> int:
+        return repos.transactions.count_active()
+
+    def tags(repos: Repositories) -> object:
+        return repos.id_tags.get("TAG-NOW")
+
+    assert await store.read_now(tags) is None
+    await store.write(lambda repos: repos.id_tags.add(IdTag("TAG-NOW"), datetime.now(UTC)))
+    found = await store.read_now(tags)
+    assert isinstance(found, IdTag) and found.id_tag == "TAG-NOW"
+    assert await store.read_now(active) == 0

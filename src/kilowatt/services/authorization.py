@@ -27,7 +27,7 @@ class AuthorizationService:
     async def authorize(self, id_tag: str) -> IdTagInfo:
         """OCPP 1.6 §4.1 Authorize."""
         now = self._clock.now()
-        return await self._store.read(lambda repos: authorize_in(repos, id_tag, now))
+        return await self._store.read_now(lambda repos: authorize_in(repos, id_tag, now))
 
     # -------------------------------------------------------- management
 

@@ -273,7 +273,7 @@ class ConfigurationService:
             template = config.template_of(charge_point_id)
             return None if template is None else config.template_values(template).get(key)
 
-        return await self._store.read(work)
+        return await self._store.read_now(work)
 
     # -------------------------------------------------------------- remote
 

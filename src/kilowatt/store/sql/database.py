@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -58,6 +59,8 @@ MAX_GROUP = 512
 # commits at once.
 BUSY_WINDOW = 0.02
 DELAYED_GROUP = 64
+# SQLite: how long a connection waits for another process's lock.
+BUSY_TIMEOUT_MS = 30000
 # SQLite: a group's units run on the event loop in slices of about this long.
 SLICE_SECONDS = 0.002
 # SQLite: seconds between two checkpoints of the WAL into the database file, on a
@@ -185,6 +188,20 @@ class _SqliteWriter:
             end += 1
         taken = jobs[:end]
         del jobs[:end]
+        connection = self._connection
+        if connection is not None:
+            # The write lock is nearly always free: take it here, without waiting
+            # (the connection's busy timeout is 0), and only go to the thread to wait
+            # for it when another process holds it.
+            try:
+                self._transaction = connection.begin()
+            except OperationalError:
+                if connection.invalidated or connection.closed:
+                    self._connection = None
+                    self._in_thread(partial(_close_quietly, connection), _ignore)
+            else:
+                self._began(taken, True, None)
+                return
         self._in_thread(self._begin, partial(self._began, taken))
 
     def _began(self, taken: list[_Job], ok: bool, error: Any) -> None:
@@ -292,11 +309,22 @@ class _SqliteWriter:
     # ---------------------------------------------------- on the writer thread
 
     def _begin(self) -> None:
+        self._transaction = self._begin_waiting()
+
+    def _begin_waiting(self) -> RootTransaction:
+        # BEGIN IMMEDIATE, waiting its turn for the write lock; on the loop the
+        # connection never waits (its busy timeout is 0 but here).
         if self._connection is None:
             self._connection = self._engine.connect()
         connection = self._connection
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
         try:
-            self._transaction = connection.begin()  # BEGIN IMMEDIATE: may wait its turn
+            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            try:
+                return connection.begin()
+            finally:
+                driver.execute("PRAGMA busy_timeout=0")
         except Exception:
             self._forget_if_broken(connection)
             raise
@@ -324,14 +352,18 @@ class _SqliteWriter:
         store = self._store
         outcomes: list[tuple[bool, Any]] = []
         for work in works:
-            if self._connection is None:
-                self._connection = self._engine.connect()
-            connection = self._connection
             try:
-                with connection.begin():
+                transaction = self._begin_waiting()
+                connection = transaction.connection
+                try:
                     (result,) = _run_all(connection, [work])
+                    transaction.commit()
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        transaction.rollback()
+                    self._forget_if_broken(connection)
+                    raise
             except Exception as exc:
-                self._forget_if_broken(connection)
                 outcomes.append((False, exc))
             else:
                 store.commits += 1
@@ -420,6 +452,7 @@ class SqlStore:
         self._closed = False
         self._readers: ThreadPoolExecutor | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._loop_reader: Connection | None = None
         self._reader_local = threading.local()
         self._reader_connections: list[Connection] = []
         self.commits = 0
@@ -544,6 +577,39 @@ class SqlStore:
     async def read(self, work: Callable[[Repositories], T]) -> T:
         return await self.run_sync_read(lambda connection: work(SqlRepositories(connection)))
 
+    async def read_now(self, work: Callable[[Repositories], T]) -> T:
+        """:meth:`read` for a few rows by key on the OCPP hot path (an Authorize's
+        id tag): on SQLite it runs at once, on the event loop, on a connection of
+        the loop's own; a read from a reader thread costs two thread hops and the
+        GIL handed back and forth at every statement step. A read that finds the
+        database locked (only ever another process's recovery) goes to a reader
+        thread instead of waiting on the loop."""
+        if self._read_engine is not None and not self._closed:
+            try:
+                return self._read_here(work)
+            except OperationalError:
+                pass
+        return await self.read(work)
+
+    def _read_here(self, work: Callable[[Repositories], T]) -> T:
+        connection = self._loop_reader
+        if connection is None:
+            assert self._read_engine is not None
+            connection = self._loop_reader = self._read_engine.connect()
+            driver = connection.connection.dbapi_connection
+            assert driver is not None
+            driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop
+        try:
+            connection.begin()
+            try:
+                return work(SqlRepositories(connection))
+            finally:
+                connection.rollback()
+        except Exception:
+            if connection.invalidated or connection.closed:
+                self._loop_reader = None
+            raise
+
     async def run_sync_read(self, function: Callable[[Connection], T]) -> T:
         """Run ``function`` on a connection in a read-only transaction (rolled back):
         on SQLite a reader thread's, never the writer's."""
@@ -603,6 +669,9 @@ class SqlStore:
             checkpointer, self._checkpointer = self._checkpointer, None
             if checkpointer is not None:
                 await asyncio.to_thread(checkpointer.stop)
+            if self._loop_reader is not None:
+                self._loop_reader.close()
+                self._loop_reader = None
             # Reads still running finish first: their threads' connections close next.
             self._readers.shutdown(wait=True)
             for connection in self._reader_connections:
@@ -653,7 +722,7 @@ def _sqlite_engine(url: URL, synchronous: str, *, writer: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         if writer:
             # Checkpoints run on their own thread (_Checkpointer), not in our commits.
