@@ -360,6 +360,53 @@ async def test_keepalive_pings_and_accepts_pongs() -> None:
     assert listener.closed == 0 and not transport.closing
 
 
+async def test_keepalive_bypasses_the_sans_io_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Thousands of charge points: a ping and its pong cost a few bytes written and
+    # read, not the protocol's parser and frame objects.
+    ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=0.5)
+    fed: list[bytes] = []
+    receive_data = ws.protocol.receive_data
+
+    def feed(data: bytes) -> None:
+        fed.append(bytes(data))
+        receive_data(data)
+
+    monkeypatch.setattr(ws.protocol, "receive_data", feed)
+    monkeypatch.setattr(ws.protocol, "send_ping", lambda data: pytest.fail("protocol ping"))
+    payloads = set()
+    for _ in range(3):
+        async with asyncio.timeout(2):
+            while not (frames := peer.received()):
+                await asyncio.sleep(0.005)
+        (ping,) = frames
+        assert ping.opcode is PING and len(ping.data) == 4
+        payloads.add(bytes(ping.data))
+        pong = client_frame(PONG, ping.data)
+        peer.send(pong[:3])  # split anywhere
+        peer.send(pong[3:] + peer.text("after the pong"))
+    assert fed == []
+    assert len(payloads) == 3  # a new payload every time
+    assert listener.messages == ["after the pong"] * 3
+    assert listener.closed == 0 and not transport.closing
+
+
+async def test_a_pong_between_fragments_is_taken_and_the_message_assembled() -> None:
+    ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=30)
+    async with asyncio.timeout(2):
+        while not (frames := peer.received()):
+            await asyncio.sleep(0.005)
+    (ping,) = frames
+    peer.send(
+        client_frame(TEXT, b"[2,", fin=False)
+        + client_frame(PONG, ping.data)
+        + client_frame(CONT, b'"x",{}]')
+    )
+    assert listener.messages == ['[2,"x",{}]']
+    assert ws._ping_payload is None  # the pong answered the ping
+    assert listener.closed == 0 and not transport.closing
+    ws.abort()
+
+
 async def test_keepalive_without_pong_fails_with_1011_and_closes_at_once() -> None:
     ws, transport, peer, listener = open_socket(ping_interval=0.01, ping_timeout=0.02)
     async with asyncio.timeout(2):
