@@ -381,6 +381,7 @@ async def run_step(n: int, args: argparse.Namespace, directory: Path) -> Step:
             rate=args.rate,
             settle=args.settle,
             on_phase=watch.on_phase,
+            lockstep=args.lockstep,
         )
         if watch.profiler is not None:
             await asyncio.to_thread(watch.profiler.wait, 30)
@@ -486,7 +487,13 @@ def markdown_report(
         "the end of the window (sessions running, message log buffered).",
         f"- Load: bench/load.py paced mode, each charge point one CALL every N / "
         f"{args.rate:g} s from a random phase, sessions of StatusNotification, Authorize, "
-        "StartTransaction, 10 MeterValues (+2 Heartbeats), StopTransaction; connected at "
+        "StartTransaction, 10 MeterValues (+2 Heartbeats), StopTransaction, "
+        + (
+            "every first session from the top at once (--lockstep)"
+            if args.lockstep
+            else "each charge point's first session from a random step"
+        )
+        + "; connected at "
         f"{args.connect_rate:g}/s; warm-up {_warmups(steps)} s before the window.",
         "- Server: `python -m kilowatt serve`, fresh SQLite file per N, message log on, "
         "boot policy accept-all, configuration sync on boot off, log level warning; "
@@ -579,6 +586,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     if args.max:
         argv += ["--max", "--max-step", str(args.max_step)]
         argv += ["--max-resolution", str(args.max_resolution)]
+    if args.lockstep:
+        argv.append("--lockstep")
     for item in args.server_env:
         argv += ["--server-env", item]
     if args.py_spy is not None:
@@ -691,6 +700,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, default=None, help="also write results here")
     parser.add_argument(
         "--no-uvloop", action="store_true", help="load generator on the asyncio default loop"
+    )
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="every charge point begins its first session at the top at once (Authorize, "
+        "StartTransaction...): a worst case; default: each at a random step (bench/load.py)",
     )
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0 or args.connect_rate <= 0 or args.settle < 0:

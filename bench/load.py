@@ -18,6 +18,13 @@ when the answer to the previous one has arrived):
 
 CALLs that the Central System sends are answered with a CALLERROR ``NotImplemented``.
 
+Each charge point begins its first session at a random step of it (the same steps run
+after run), as sessions overlap on a real network: the messages offered are the steady
+mix of the session from the start. One that begins inside a transaction sends its
+StartTransaction first. ``--lockstep`` begins every first session at the top, so that a
+short window sees mostly the session's start (Authorize, StartTransaction) from every
+charge point at once: a worst case, not the mix.
+
 Paced mode (``--rate MSGS_PER_S``): instead of sending the next CALL as soon as the answer
 to the previous one is in, every charge point sends on its own schedule, one CALL every
 ``connected / rate`` seconds, starting at a random phase so that they do not fire together;
@@ -108,6 +115,16 @@ def _session_script() -> tuple[tuple[int, str], ...]:
 
 SESSION = _session_script()
 FINISHING_STEP = len(SESSION) - 1
+START_STEP = next(i for i, (kind, _) in enumerate(SESSION) if kind == ST_START)
+
+
+def _entry(first_step: int) -> tuple[int, int | None]:
+    """Where a charge point whose first session begins at ``first_step`` starts: the
+    step, and the step to go on with after its StartTransaction when ``first_step``
+    lies inside a transaction (it needs one first)."""
+    if START_STEP < first_step < FINISHING_STEP:
+        return START_STEP, first_step
+    return first_step, None
 
 
 class LoadError(Exception):
@@ -256,6 +273,11 @@ class ChargePointSim(WSListener):
         self.closing = False
         self.booted = False
         self.step = 0
+        # The step its first session begins at (sessions overlap on a real network);
+        # after a StartTransaction, the step to go on with (see _entry).
+        self.first_step = 0
+        self.resume_step: int | None = None
+        self.waiting = False  # booted, waiting for the sessions to open
         self.msg_counter = 0
         self.pending_id: str | None = None
         self.pending_step = -1  # -1 = BootNotification
@@ -333,6 +355,7 @@ class ChargePointSim(WSListener):
         self.closing = False
         self._cancel_slot()
         self.booted = False
+        self.waiting = False
         self.pending_id = None
         self.step = 0
         self.stats.connected += 1
@@ -516,8 +539,10 @@ class ChargePointSim(WSListener):
                 self.booted = True
                 self.stats.booted += 1
                 self.stats.check_booted()
-                self.step = 0
-                if self.stats.sessions_open:
+                self.step, self.resume_step = _entry(self.first_step)
+                self.first_step = 0  # later sessions, and a reconnect, start at the top
+                self.waiting = not self.stats.sessions_open
+                if not self.waiting:
                     self._send_next()
                 return
             # Pending/Rejected (or a CALLERROR): retry after the advised interval, capped.
@@ -535,18 +560,23 @@ class ChargePointSim(WSListener):
             if ok and isinstance(tx, int):
                 self.transaction_id = tx
                 self._count_rejection(payload)
+                if self.resume_step is not None:
+                    next_step = self.resume_step
             else:
                 if ok:
                     self.stats.error("protocol", f"{self.cp_id}: StartTransaction without id")
                 next_step = FINISHING_STEP  # no transaction: skip to the end of the session
         elif kind == ST_AUTHORIZE and ok:
             self._count_rejection(payload)
+        if kind == ST_START:
+            self.resume_step = None
         self.step = next_step if next_step < len(SESSION) else 0
         self._send_next()
 
     def begin_sessions(self) -> None:
         """Start the session cycle of a registered charge point that waits for it."""
-        if self.connected and self.booted and self.pending_id is None and self.step == 0:
+        if self.connected and self.booted and self.waiting:
+            self.waiting = False
             self._send_next()
 
     def _send_next(self) -> None:
@@ -670,6 +700,7 @@ async def run_load(
     rate: float | None = None,
     on_phase: Callable[[str], None] | None = None,
     settle: float = 0.0,
+    lockstep: bool = False,
 ) -> LoadResult:
     """Run the load and return what was measured.
 
@@ -762,6 +793,10 @@ async def run_load(
         ChargePointSim(i, f"{id_prefix}{i:05d}", stats, on_lost, call_timeout)
         for i in range(charge_points)
     ]
+    if not lockstep:
+        phases = random.Random(charge_points)  # the same phases run after run
+        for sim in sims:
+            sim.first_step = phases.randrange(len(SESSION))
 
     started = time.perf_counter()
     phase = "connect"
@@ -1031,6 +1066,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="paced mode: offer this many CALLs per second in total, spread evenly over the "
         "charge points (default: each sends its next CALL as soon as the answer is in)",
     )
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="every charge point begins its first session at the top (Status, Authorize, "
+        "Start...) at once; default: each at a random step of it, as sessions overlap on a "
+        "real network",
+    )
     parser.add_argument("--id-prefix", default="CP", help="charge point id prefix (default CP)")
     parser.add_argument(
         "--basic-auth-password",
@@ -1076,6 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
                 connect_phase_timeout=args.connect_phase_timeout,
                 progress=None if args.quiet else sys.stderr,
                 rate=args.rate,
+                lockstep=args.lockstep,
             )
         )
     except LoadError as exc:
