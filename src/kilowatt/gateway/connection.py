@@ -30,7 +30,7 @@ from kilowatt.protocol.errors import (
     OutgoingValidationError,
 )
 from kilowatt.protocol.frames import Call
-from kilowatt.protocol.router import Handler
+from kilowatt.protocol.router import Handler, Inline
 from kilowatt.protocol.session import Dropped, Flooded, PendingCall, Rejected, Session, Settled
 
 __all__ = [
@@ -222,9 +222,26 @@ class ChargePointConnection:
                 self._metrics.call_refused(self.charge_point_id, call.action, error.code)
             self._write(self.session.error_frame(call.unique_id, error))
             return
-        self._incoming.append(call)
         if self._worker is None:
+            handler = self._routes[call.action]
+            if type(handler) is Inline:
+                self._answer_inline(call, handler)
+                return
+            self._incoming.append(call)
             self._worker = self._loop.create_task(self._handle_incoming())
+            return
+        self._incoming.append(call)
+
+    def _answer_inline(self, call: Call, handler: Inline) -> None:
+        metrics = self._metrics
+        started = perf_counter() if metrics is not None else 0.0
+        try:
+            frame = self._result(call, handler.function(_Context(self, call), call.payload))
+        except Exception as exc:
+            frame = self._failure(call, exc)
+        if metrics is not None:
+            metrics.call_handled(self.charge_point_id, call.action, frame, perf_counter() - started)
+        self._write(frame)
 
     async def _handle_incoming(self) -> None:
         try:
@@ -234,32 +251,40 @@ class ChargePointConnection:
                 started = perf_counter() if metrics is not None else 0.0
                 frame = await self._answer(call)
                 self._incoming.popleft()
-                if frame is not None:
-                    if metrics is not None:
-                        metrics.call_handled(
-                            self.charge_point_id, call.action, frame, perf_counter() - started
-                        )
-                    self._write(frame)
+                if metrics is not None:
+                    metrics.call_handled(
+                        self.charge_point_id, call.action, frame, perf_counter() - started
+                    )
+                self._write(frame)
         finally:
             self._worker = None
 
-    async def _answer(self, call: Call) -> bytes | None:
+    async def _answer(self, call: Call) -> bytes:
         try:
-            result = await self._routes[call.action](_Context(self, call), call.payload)
-            frame = self.session.result_frame(call, result)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "call answered",
-                    extra={
-                        "charge_point": self.charge_point_id,
-                        "action": call.action,
-                        "unique_id": call.unique_id,
-                    },
-                )
-            return frame
-        except CallError as error:
-            return self.session.error_frame(call.unique_id, error)
-        except OutgoingValidationError as exc:
+            return self._result(
+                call, await self._routes[call.action](_Context(self, call), call.payload)
+            )
+        except Exception as exc:
+            return self._failure(call, exc)
+
+    def _result(self, call: Call, result: dict[str, Any]) -> bytes:
+        frame = self.session.result_frame(call, result)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "call answered",
+                extra={
+                    "charge_point": self.charge_point_id,
+                    "action": call.action,
+                    "unique_id": call.unique_id,
+                },
+            )
+        return frame
+
+    def _failure(self, call: Call, exc: Exception) -> bytes:
+        """The CALLERROR for a handler (or its answer) that failed with ``exc``."""
+        if isinstance(exc, CallError):
+            return self.session.error_frame(call.unique_id, exc)
+        if isinstance(exc, OutgoingValidationError):
             log.error(
                 "invalid answer not sent",
                 extra={
@@ -269,18 +294,18 @@ class ChargePointConnection:
                 },
             )
             if self._strict:
-                raise
+                raise exc
             return self.session.error_frame(
                 call.unique_id, InternalCallError("the Central System could not build an answer")
             )
-        except Exception:
-            log.exception(
-                "handler failed",
-                extra={"charge_point": self.charge_point_id, "action": call.action},
-            )
-            return self.session.error_frame(
-                call.unique_id, InternalCallError(f"{call.action} could not be processed")
-            )
+        log.error(
+            "handler failed",
+            exc_info=exc,
+            extra={"charge_point": self.charge_point_id, "action": call.action},
+        )
+        return self.session.error_frame(
+            call.unique_id, InternalCallError(f"{call.action} could not be processed")
+        )
 
     async def wait_idle(self) -> None:
         """Wait until the calls already received have been answered."""

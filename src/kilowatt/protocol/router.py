@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-__all__ = ["CallContext", "Handler", "Router"]
+__all__ = ["CallContext", "Handler", "Inline", "Router"]
 
 
 class CallContext(Protocol):
@@ -27,6 +27,24 @@ class CallContext(Protocol):
 
 
 Handler = Callable[[CallContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Inline:
+    """A handler that answers without waiting for anything (a Heartbeat's time).
+
+    The connection calls ``function`` as soon as the CALL is parsed, with no task
+    to create and schedule, when no earlier CALL of that charge point is still
+    being handled (answers stay in order); otherwise it waits its turn like any
+    handler, through ``__call__``. It must not block: no I/O, nothing to await.
+    """
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Callable[[CallContext, dict[str, Any]], dict[str, Any]]) -> None:
+        self.function = function
+
+    async def __call__(self, ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.function(ctx, payload)
 
 
 class Router(Mapping[str, Handler]):

@@ -9,7 +9,7 @@ from kilowatt.clock import Clock, format_datetime
 from kilowatt.domain.models import BootInfo, IdTagInfo
 from kilowatt.domain.timestamps import parse_timestamp
 from kilowatt.protocol.errors import PropertyConstraintError
-from kilowatt.protocol.router import CallContext, Handler
+from kilowatt.protocol.router import CallContext, Handler, Inline
 from kilowatt.services.authorization import AuthorizationService
 from kilowatt.services.charge_points import ChargePointService, StatusReport
 from kilowatt.services.data_transfer import DataTransferRegistry
@@ -68,7 +68,8 @@ def core_routes(
             "interval": decision.interval,
         }
 
-    async def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+        # Nothing to wait for: answered inline, without a task (Inline).
         return {"currentTime": format_datetime(clock.now())}
 
     async def status_notification(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def core_routes(
 
     return {
         "BootNotification": boot_notification,
-        "Heartbeat": heartbeat,
+        "Heartbeat": Inline(heartbeat),
         "StatusNotification": status_notification,
         "Authorize": authorize,
         "StartTransaction": start_transaction,

@@ -12,11 +12,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kilowatt.protocol.errors import SecurityCallError
-from kilowatt.protocol.router import CallContext, Handler
+from kilowatt.protocol.router import CallContext, Handler, Inline
 
 __all__ = ["require_acceptance"]
 
 ALWAYS_ALLOWED = frozenset({"BootNotification"})
+NOT_ACCEPTED = (
+    "the charge point is not accepted by the Central System; "
+    "send BootNotification (an operator may have to accept it first)"
+)
 
 
 def require_acceptance(
@@ -26,6 +30,8 @@ def require_acceptance(
     seen: Callable[[str], None],
 ) -> dict[str, Handler]:
     def guard(action: str, handler: Handler) -> Handler:
+        if type(handler) is Inline:
+            return guard_inline(action, handler)
         if action in ALWAYS_ALLOWED:
 
             async def allowed(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -37,13 +43,24 @@ def require_acceptance(
         async def guarded(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
             charge_point_id = ctx.charge_point_id
             if not is_accepted(charge_point_id):
-                raise SecurityCallError(
-                    "the charge point is not accepted by the Central System; "
-                    "send BootNotification (an operator may have to accept it first)"
-                )
+                raise SecurityCallError(NOT_ACCEPTED)
             seen(charge_point_id)
             return await handler(ctx, payload)
 
         return guarded
+
+    def guard_inline(action: str, handler: Inline) -> Inline:
+        # The same rule for a handler that answers inline, kept inline.
+        function = handler.function
+        allowed = action in ALWAYS_ALLOWED
+
+        def guarded(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+            charge_point_id = ctx.charge_point_id
+            if not allowed and not is_accepted(charge_point_id):
+                raise SecurityCallError(NOT_ACCEPTED)
+            seen(charge_point_id)
+            return function(ctx, payload)
+
+        return Inline(guarded)
 
     return {action: guard(action, handler) for action, handler in routes.items()}
