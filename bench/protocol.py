@@ -39,7 +39,7 @@ from kilowatt.clock import SystemClock, format_datetime
 from kilowatt.gateway.connection import ChargePointConnection
 from kilowatt.metrics import Metrics
 from kilowatt.ocpp16.routes import protocol_spec
-from kilowatt.protocol.router import CallContext, Router
+from kilowatt.protocol.router import CallContext, Inline, Router
 from kilowatt.protocol.session import Session
 
 NOW = "2026-01-01T00:00:00Z"
@@ -112,14 +112,20 @@ def kilowatt_router() -> Router:
     """Handlers doing what the baseline's do, so that only the protocol path differs."""
     clock = SystemClock()
 
-    async def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+    def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {"currentTime": format_datetime(clock.now())}
 
     async def acknowledge(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {}
 
+    # As in `kilowatt serve`: a Heartbeat has nothing to wait for and is answered
+    # inline; StatusNotification and MeterValues write, so they run in a task.
     return Router(
-        {"Heartbeat": heartbeat, "StatusNotification": acknowledge, "MeterValues": acknowledge}
+        {
+            "Heartbeat": Inline(heartbeat),
+            "StatusNotification": acknowledge,
+            "MeterValues": acknowledge,
+        }
     )
 
 
