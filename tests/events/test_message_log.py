@@ -461,8 +461,8 @@ async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: st
     events: list[str] = []
 
     class Recording:
-        async def write_rows(self, function: Any) -> Any:
-            result = await store.write_rows(function)
+        async def run_sync_admin(self, function: Any) -> Any:
+            result = await store.run_sync_admin(function)
             events.append("chunk")
             return result
 

@@ -119,19 +119,6 @@ async def test_the_loop_serves_others_between_slices_of_a_large_group(store: Sql
     assert "loop" in events[units[1] : units[5]]
 
 
-async def test_rows_written_beside_units_of_work_share_their_commit(store: SqlStore) -> None:
-    # The message log's batches join the group commits instead of adding their own.
-    await store.write(thread_name)
-    commits = store.commits
-    first = asyncio.ensure_future(store.write(thread_name))  # a group alone
-    await asyncio.sleep(0)
-    rows = asyncio.ensure_future(store.write_rows(lambda connection: connection.dialect.name))
-    second = asyncio.ensure_future(store.write(thread_name))
-    assert await rows == "sqlite"
-    await asyncio.gather(first, second)
-    assert store.commits - commits == 2
-
-
 async def test_the_wal_is_checkpointed_by_its_own_thread_not_by_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,7 +137,7 @@ async def test_the_wal_is_checkpointed_by_its_own_thread_not_by_commits(
         before = path.stat().st_size
         # ~200 pages of rows: far below SQLite's own 1,000-page checkpoint.
         filler = "x" * 3000
-        await opened.write_rows(
+        await opened.run_sync_admin(
             lambda connection: connection.exec_driver_sql(
                 "CREATE TABLE filler AS WITH RECURSIVE n(i) AS "
                 "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 250) "

@@ -382,11 +382,6 @@ class _SqliteWriter:
             self._connection = None
 
 
-def _on_connection(function: Callable[[Connection], T], repositories: Repositories) -> T:
-    assert isinstance(repositories, SqlRepositories)
-    return function(repositories.connection)
-
-
 def _close_quietly(connection: Connection) -> None:
     with contextlib.suppress(Exception):
         connection.close()
@@ -485,15 +480,6 @@ class SqlStore:
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return await future
-
-    async def write_rows(self, function: Callable[[Connection], T]) -> T:
-        """Run ``function`` on the write connection: on SQLite as a unit of work of
-        the next group (sharing its commit), on PostgreSQL in its own transaction on a
-        pooled connection, beside the group commits (bulk appends such as the
-        message log)."""
-        if self._sync_engine is not None:
-            return await self.write(partial(_on_connection, function))
-        return await self.run_sync_admin(function)
 
     async def write_alone(self, work: Callable[[Repositories], T]) -> T:
         """Like :meth:`write`, for a unit of work too large for the event loop (an

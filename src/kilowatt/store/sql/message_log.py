@@ -1,14 +1,16 @@
 """SQL for the message log (the ``message_log`` table).
 
 The log is not part of any OCPP message's unit of work: its rows are written in
-batches by a background task through :meth:`SqlStore.write_rows`. On SQLite each
-batch joins the next group commit like any unit of work (its statements run on the
-event loop, a slice at a time, and share the group's fsync); on PostgreSQL it runs
-on a pooled connection of its own, beside the group commits. A flush is written in
-chunks of :data:`INSERT_CHUNK` rows, awaited one after the other, so a second's
-worth of frames (thousands under load) never makes one group long. Purges run
-through :meth:`SqlStore.run_sync_admin` (on SQLite the writer thread, between
-groups) and reads through :meth:`SqlStore.run_sync_read` (a reader thread's).
+batches by a background task through :meth:`SqlStore.run_sync_admin`, each call one
+transaction. On SQLite that runs on the writer thread, between two group commits,
+so SQLite's own work on the rows (most of an insert of hundreds of rows) runs
+beside the event loop with the GIL released, instead of on it; the group commits of
+OCPP messages, whose statements are small and many, run on the loop. On PostgreSQL
+it is a pooled connection of its own. A flush is written in chunks of
+:data:`INSERT_CHUNK` rows, awaited one after the other: the group commits queued
+meanwhile run between two chunks, so a second's worth of frames (thousands under
+load) never holds their answers back for the whole insert. Reads go through
+:meth:`SqlStore.run_sync_read` (a reader thread's).
 
 The insert is rendered once per dialect by SQLAlchemy from the table and run with
 ``exec_driver_sql`` and plain driver values: SQLAlchemy's per-row bind processing
@@ -115,7 +117,7 @@ class SqlMessageLog:
 
     async def insert(self, rows: Sequence[FrameRow]) -> None:
         for start in range(0, len(rows), self._insert_chunk):
-            await self._store.write_rows(_inserter(rows[start : start + self._insert_chunk]))
+            await self._store.run_sync_admin(_inserter(rows[start : start + self._insert_chunk]))
 
     async def list_messages(
         self,
