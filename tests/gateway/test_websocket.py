@@ -348,13 +348,18 @@ async def test_connection_lost_tells_the_listener_once() -> None:
 # ------------------------------------------------------------------ keepalive
 
 
+async def next_ping(peer: Peer) -> Frame:
+    async with asyncio.timeout(2):
+        while not (frames := peer.received()):
+            await asyncio.sleep(0.005)
+    (ping,) = frames
+    return ping
+
+
 async def test_keepalive_pings_and_accepts_pongs() -> None:
     _ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=0.5)
     for _ in range(3):
-        async with asyncio.timeout(2):
-            while not (frames := peer.received()):
-                await asyncio.sleep(0.005)
-        (ping,) = frames
+        ping = await next_ping(peer)
         assert ping.opcode is PING and len(ping.data) == 4
         peer.send(client_frame(PONG, b"unsolicited") + client_frame(PONG, ping.data))
     assert listener.closed == 0 and not transport.closing
@@ -375,10 +380,7 @@ async def test_keepalive_bypasses_the_sans_io_protocol(monkeypatch: pytest.Monke
     monkeypatch.setattr(ws.protocol, "send_ping", lambda data: pytest.fail("protocol ping"))
     payloads = set()
     for _ in range(3):
-        async with asyncio.timeout(2):
-            while not (frames := peer.received()):
-                await asyncio.sleep(0.005)
-        (ping,) = frames
+        ping = await next_ping(peer)
         assert ping.opcode is PING and len(ping.data) == 4
         payloads.add(bytes(ping.data))
         pong = client_frame(PONG, ping.data)
@@ -392,10 +394,7 @@ async def test_keepalive_bypasses_the_sans_io_protocol(monkeypatch: pytest.Monke
 
 async def test_a_pong_between_fragments_is_taken_and_the_message_assembled() -> None:
     ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=30)
-    async with asyncio.timeout(2):
-        while not (frames := peer.received()):
-            await asyncio.sleep(0.005)
-    (ping,) = frames
+    ping = await next_ping(peer)
     peer.send(
         client_frame(TEXT, b"[2,", fin=False)
         + client_frame(PONG, ping.data)

@@ -336,9 +336,7 @@ class _SqliteWriter:
         try:
             transaction.commit()
         except Exception:
-            with contextlib.suppress(Exception):
-                transaction.rollback()
-            self._forget_if_broken(connection)
+            self._roll_back(transaction, connection)
             raise
 
     def _admin(self, function: Callable[[Connection], Any]) -> list[tuple[bool, Any]]:
@@ -359,9 +357,7 @@ class _SqliteWriter:
                     (result,) = _run_all(connection, [work])
                     transaction.commit()
                 except Exception:
-                    with contextlib.suppress(Exception):
-                        transaction.rollback()
-                    self._forget_if_broken(connection)
+                    self._roll_back(transaction, connection)
                     raise
             except Exception as exc:
                 outcomes.append((False, exc))
@@ -370,6 +366,11 @@ class _SqliteWriter:
                 store.units += 1
                 outcomes.append((True, result))
         return outcomes
+
+    def _roll_back(self, transaction: RootTransaction, connection: Connection) -> None:
+        with contextlib.suppress(Exception):
+            transaction.rollback()
+        self._forget_if_broken(connection)
 
     def _forget_if_broken(self, connection: Connection) -> None:
         if connection.invalidated or connection.closed:
