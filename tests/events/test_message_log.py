@@ -12,7 +12,7 @@ import pytest
 
 from kilowatt.app import Application
 from kilowatt.clock import FakeClock
-from kilowatt.services.message_log import FrameRow, LoggedFrame, MessageLog
+from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
 from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import upgrade
@@ -507,3 +507,35 @@ async def test_sql_reads_do_not_queue_behind_the_writer(
         assert len(await sql.list_messages("CP1")) == 3
     finally:
         await store.close()
+
+
+async def test_a_large_flush_is_prepared_on_the_loop_a_slice_at_a_time() -> None:
+    # Thousands of frames a second: their preparation must not hold the loop (or, on
+    # a thread, the GIL) for the whole batch.
+    log, store, _ = _memory_log()
+    events: list[str] = []
+    prepare = log._prepare
+
+    def recording(batch: Any, base: Any) -> list[FrameRow]:
+        events.append("slice")
+        return prepare(batch, base)
+
+    log._prepare = recording  # type: ignore[method-assign]
+    for n in range(3 * PREPARE_SLICE):
+        log.frame_received("CP1", f'[2,"{n}","Heartbeat",{{}}]')
+
+    async def other_charge_points() -> None:
+        while True:
+            events.append("loop")
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(other_charge_points())
+    await asyncio.sleep(0)
+    try:
+        assert await log.flush() == 3 * PREPARE_SLICE
+    finally:
+        ticker.cancel()
+    slices = [index for index, event in enumerate(events) if event == "slice"]
+    assert len(slices) == 3
+    assert "loop" in events[slices[0] : slices[1]] and "loop" in events[slices[1] : slices[2]]
+    assert [row.unique_id for row in store.rows] == [str(n) for n in range(3 * PREPARE_SLICE)]

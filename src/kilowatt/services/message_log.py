@@ -55,6 +55,8 @@ INCOMING = "in"
 OUTGOING = "out"
 
 PURGE_INTERVAL = 3600.0
+# Frames parsed and redacted per turn of the event loop when a batch is flushed.
+PREPARE_SLICE = 256
 # Unanswered CALLs remembered to name the action of their answer (bounded: a
 # charge point that never answers must not grow it).
 MAX_PENDING_CALLS = 10_000
@@ -270,8 +272,15 @@ class MessageLog:
         self._unwritten = []
         if batch:
             try:
-                # Parsing a few thousand frames takes milliseconds: not on the event loop.
-                rows.extend(await asyncio.to_thread(self._prepare, batch, base))
+                # Parsing a few thousand frames takes milliseconds: on the event loop a
+                # slice at a time, charge points served in between. (On a thread it held
+                # the GIL against the loop in bursts, one switch interval at a time.)
+                entries = list(batch)
+                prepared: list[FrameRow] = []
+                for start in range(0, len(entries), PREPARE_SLICE):
+                    prepared += self._prepare(entries[start : start + PREPARE_SLICE], base)
+                    await asyncio.sleep(0)
+                rows.extend(prepared)
             except Exception:
                 # A bug, not the database: the batch cannot be written, ever.
                 self.dropped += len(batch)
@@ -315,7 +324,7 @@ class MessageLog:
                 },
             )
 
-    def _prepare(self, batch: deque[_Entry], base: tuple[datetime, float]) -> list[FrameRow]:
+    def _prepare(self, batch: Sequence[_Entry], base: tuple[datetime, float]) -> list[FrameRow]:
         wall, mono = base
         limit = self.max_payload
         calls = self._calls
