@@ -368,7 +368,11 @@ async def test_keepalive_pings_and_accepts_pongs() -> None:
 async def test_keepalive_bypasses_the_sans_io_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     # Thousands of charge points: a ping and its pong cost a few bytes written and
     # read, not the protocol's parser and frame objects.
-    ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=0.5)
+    # A logger below DEBUG whatever other tests did to the root logger: with debug
+    # logging on, every frame goes through the protocol, which logs it.
+    quiet = logging.getLogger("tests.websocket.quiet")
+    quiet.setLevel(logging.INFO)
+    ws, transport, peer, listener = open_socket(ping_interval=0.02, ping_timeout=0.5, logger=quiet)
     fed: list[bytes] = []
     receive_data = ws.protocol.receive_data
 
