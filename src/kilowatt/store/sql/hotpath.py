@@ -178,9 +178,11 @@ class MultiRowInsert:
     """Many rows in few statements: ``INSERT … VALUES (…), (…), …`` on SQLite.
 
     Why: the ``sqlite3`` module lets go of the GIL for every step of a statement,
-    and ``executemany`` steps once per row. Each time, the writer thread must win
-    the GIL back from the event loop, which under load holds it until the switch
-    interval forces it off: a few milliseconds per row in the worst case. A
+    and ``executemany`` steps once per row. On a thread (the message log's inserts
+    run on the writer thread) each step must win the GIL back from the event loop,
+    which under load holds it until the switch interval forces it off: a few
+    milliseconds per row in the worst case. On the loop (group commits) one statement
+    also costs one pass through SQLAlchemy's execution instead of one per row. A
     statement with many rows steps once. Statements are built for powers of two up
     to :data:`MULTI_ROW_MAX` rows, so that ``sqlite3``'s statement cache keeps a few
     of them per table instead of one per row count.
