@@ -15,16 +15,15 @@ import pytest
 from ocpp.v16 import call
 from websockets.asyncio.client import connect
 
-from kilowatt.app import Application, create_app
-from kilowatt.config import load_settings
+from kilowatt.app import Application
 from kilowatt.services.api_tokens import Role
+from tests.app_runner import StartApp, app_starter
 from tests.configuration.charge_point import Entry, KeyTableChargePoint, Wire, standard_table
 
 TIMEOUT = 5.0
 CALL_TIMEOUT = 2.0
 
 T = TypeVar("T")
-StartApp = Callable[..., Awaitable[Application]]
 
 
 async def bounded(awaitable: Awaitable[T], timeout: float = TIMEOUT) -> T:
@@ -43,28 +42,14 @@ async def eventually(predicate: Callable[[], bool], what: str) -> None:
 
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
-    apps: list[Application] = []
-
-    async def start(**overrides: Any) -> Application:
-        values: dict[str, Any] = {
-            "port": 0,
-            "database_url": f"sqlite:///{tmp_path}/k.db",
-            "ping_interval": 0,
-            "strict_outgoing": True,
-            "call_timeout": CALL_TIMEOUT,
-            "shutdown_timeout": 1.0,
-            "log_level": "warning",
-        }
-        values.update(overrides)
-        app = create_app(load_settings(**values))
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in reversed(apps):
-        async with asyncio.timeout(10):
-            await app.stop()
+    settings = {
+        "database_url": f"sqlite:///{tmp_path}/k.db",
+        "call_timeout": CALL_TIMEOUT,
+        "shutdown_timeout": 1.0,
+        "log_level": "warning",
+    }
+    async with app_starter(lambda _: settings) as start:
+        yield start
 
 
 @pytest.fixture

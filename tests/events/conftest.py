@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,43 +17,26 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from kilowatt.app import Application, create_app
-from kilowatt.clock import Clock
-from kilowatt.config import load_settings
+from kilowatt.app import Application
 from kilowatt.services.api_tokens import Role
+from tests.app_runner import StartApp, app_starter
 from tests.raw_client import RawClient
 
 TIMEOUT = 5.0
-
-StartApp = Callable[..., Awaitable[Application]]
 
 
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     """Start an app (settings overridable, clock injectable); every one is stopped."""
-    apps: list[Application] = []
-
-    async def start(*, clock: Clock | None = None, **overrides: Any) -> Application:
-        values: dict[str, Any] = {
-            "port": 0,
-            "database_url": f"sqlite:///{tmp_path}/k.db",
-            "boot_policy": "accept-all",
-            "ping_interval": 0,
-            "message_log_flush_interval": 0.05,
-            "strict_outgoing": True,
-            "shutdown_timeout": 2.0,
-            "log_level": "warning",
-        }
-        values.update(overrides)
-        app = create_app(load_settings(**values), clock=clock)
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in reversed(apps):
-        async with asyncio.timeout(10):
-            await app.stop()
+    settings = {
+        "database_url": f"sqlite:///{tmp_path}/k.db",
+        "boot_policy": "accept-all",
+        "message_log_flush_interval": 0.05,
+        "shutdown_timeout": 2.0,
+        "log_level": "warning",
+    }
+    async with app_starter(lambda _: settings) as start:
+        yield start
 
 
 class Client(RawClient):

@@ -32,6 +32,7 @@ from kilowatt.config import load_settings
 from kilowatt.gateway.auth import InMemoryCredentialStore
 from kilowatt.gateway.connection import ChargePointConnection
 from kilowatt.protocol.errors import CallTimeout, NotConnected
+from tests.app_runner import StartApp, app_starter
 from tests.pki import PkiFiles, client_ssl_context
 
 # Upper bound of every single wait in this file.
@@ -40,7 +41,6 @@ OCPP16 = "ocpp1.6"
 PASSWORD = "correct-horse-battery-staple-16"
 WWW_AUTHENTICATE = 'Basic realm="OCPP", charset="UTF-8"'
 
-StartApp = Callable[..., Awaitable[Application]]
 T = TypeVar("T")
 
 
@@ -50,31 +50,18 @@ T = TypeVar("T")
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[StartApp]:
     """Start apps on free ports (``load_settings`` overrides as keywords); stop them all."""
-    apps: list[Application] = []
 
-    async def start(
-        *, credentials: InMemoryCredentialStore | None = None, **overrides: Any
-    ) -> Application:
-        values: dict[str, Any] = {
-            "port": 0,
-            "strict_outgoing": True,
-            "ping_interval": 0,
+    def settings(n: int) -> dict[str, Any]:
+        return {
             "shutdown_timeout": 2.0,
-            "database_url": f"sqlite:///{tmp_path}/kilowatt-{len(apps)}.db",
+            "database_url": f"sqlite:///{tmp_path}/kilowatt-{n}.db",
             "boot_policy": "accept-all",
             # Raw clients that assert on exact frames: no GetConfiguration after boot.
             "configuration_sync_on_boot": False,
         }
-        values.update(overrides)
-        app = create_app(load_settings(**values), credentials=credentials)
-        await app.start()
-        apps.append(app)
-        return app
 
-    yield start
-    for app in reversed(apps):
-        async with asyncio.timeout(TIMEOUT):
-            await app.stop()
+    async with app_starter(settings, stop_timeout=TIMEOUT) as start:
+        yield start
 
 
 def url_of(app: Application, charge_point_id: str = "CP1", *, scheme: str = "ws") -> str:

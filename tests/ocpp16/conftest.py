@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
 from websockets.asyncio.client import connect
 
-from kilowatt.app import Application, create_app
-from kilowatt.config import load_settings
+from kilowatt.app import Application
+from tests.app_runner import StartApp, app_starter
 from tests.raw_client import RawClient
 
 TIMEOUT = 5.0
-
-StartApp = Callable[..., Awaitable[Application]]
 
 
 class Client(RawClient):
@@ -36,27 +34,9 @@ class Client(RawClient):
 
 @pytest.fixture
 async def start_app(engine_url: str) -> AsyncIterator[StartApp]:
-    apps: list[Application] = []
-
-    async def start(**overrides: Any) -> Application:
-        values: dict[str, Any] = {
-            "port": 0,
-            "strict_outgoing": True,
-            "ping_interval": 0,
-            "database_url": engine_url,
-            "shutdown_timeout": 2.0,
-            "log_level": "warning",
-        }
-        values.update(overrides)
-        app = create_app(load_settings(**values))
-        await app.start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in reversed(apps):
-        async with asyncio.timeout(10):
-            await app.stop()
+    settings = {"database_url": engine_url, "shutdown_timeout": 2.0, "log_level": "warning"}
+    async with app_starter(lambda _: settings) as start:
+        yield start
 
 
 @pytest.fixture
