@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,28 @@ async def test_a_hot_path_read_runs_on_the_loop_and_sees_what_is_committed(
     found = await store.read_now(tags)
     assert isinstance(found, IdTag) and found.id_tag == "TAG-NOW"
     assert await store.read_now(active) == 0
+
+
+async def test_a_begin_failing_on_the_loop_loses_no_unit(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.write(thread_name)  # the write connection exists
+    writer = store._writer
+    assert writer is not None and writer._connection is not None
+    connection = writer._connection
+    begin = connection.begin
+    failures: list[str] = []
+
+    def flaky() -> Any:
+        if threading.current_thread() is threading.main_thread() and not failures:
+            failures.append("loop")
+            raise RuntimeError("driver hiccup")
+        return begin()
+
+    monkeypatch.setattr(connection, "begin", flaky)
+    results = await asyncio.wait_for(
+        asyncio.gather(store.write(thread_name), store.write(thread_name)), timeout=10
+    )
+    assert failures == ["loop"]
+    assert len(results) == 2  # taken again on the writer thread, none lost
+    assert await asyncio.wait_for(store.write(thread_name), timeout=10)

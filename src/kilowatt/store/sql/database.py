@@ -195,7 +195,7 @@ class _SqliteWriter:
             # for it when another process holds it.
             try:
                 self._transaction = connection.begin()
-            except OperationalError:
+            except Exception:  # locked (OperationalError), or worse: the thread retries
                 if connection.invalidated or connection.closed:
                     self._connection = None
                     self._in_thread(partial(_close_quietly, connection), _ignore)
