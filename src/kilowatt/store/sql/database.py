@@ -255,11 +255,15 @@ class _SqliteWriter:
         self._last_commit = time.monotonic()
         store.commits += 1
         store.units += len(taken)
-        if store.on_group_committed is not None:
-            store.on_group_committed(len(taken), time.perf_counter() - started)
         for (_, future, _), result in zip(taken, results, strict=True):
             _settle(future, result=result)
         self._next()
+        if store.on_group_committed is not None:
+            # Metrics, after the writer went on: a failure here must not stop it.
+            try:
+                store.on_group_committed(len(taken), time.perf_counter() - started)
+            except Exception:
+                log.exception("group commit metrics failed")
 
     def _retry_singly(self, taken: list[_Job], error: BaseException) -> None:
         if len(taken) == 1:
