@@ -58,7 +58,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSError, WSFrame, WSListener, WSMsgType, WSTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -78,6 +78,7 @@ from tests.cluster.sim import SimChargePoint  # noqa: E402
 from tests.servers import asyncpg_dsn, start_postgres, start_redis  # noqa: E402
 
 from compare import tree_cpu_seconds  # noqa: E402
+from load import open_websocket  # noqa: E402
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 SUBPROTOCOL = "ocpp1.6"
@@ -268,17 +269,7 @@ class StormPoint(WSListener):
             self.connects += 1
             timeout = max(0.1, min(CALL_TIMEOUT_S, deadline - time.perf_counter()))
             try:
-                transport, _ = await asyncio.wait_for(
-                    ws_connect(
-                        lambda: self,
-                        base_url + self.cp_id,
-                        extra_headers=headers,
-                        websocket_handshake_timeout=timeout,
-                        enable_auto_pong=True,
-                        read_buffer_init_size=4096,
-                    ),
-                    timeout,
-                )
+                transport = await open_websocket(self, base_url + self.cp_id, headers, timeout)
             except (OSError, WSError, TimeoutError) as exc:
                 self.failures.append(f"connect {type(exc).__name__}: {exc}")
                 await asyncio.sleep(RETRY_DELAY_S)

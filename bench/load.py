@@ -683,6 +683,25 @@ class _Progress:
         self.stream.flush()
 
 
+async def open_websocket(
+    listener: WSListener, url: str, headers: list[tuple[str, str]], timeout: float
+) -> WSTransport:
+    """A picows client connection for ``listener``, handshake included, within
+    ``timeout`` seconds (raises OSError, WSError or TimeoutError)."""
+    transport, _ = await asyncio.wait_for(
+        ws_connect(
+            lambda: listener,
+            url,
+            extra_headers=headers,
+            websocket_handshake_timeout=timeout,
+            enable_auto_pong=True,
+            read_buffer_init_size=4096,  # OCPP frames are small; grows if needed
+        ),
+        timeout=timeout,
+    )
+    return transport
+
+
 async def run_load(
     url: str,
     charge_points: int,
@@ -745,17 +764,7 @@ async def run_load(
             token = base64.b64encode(f"{sim.cp_id}:{basic_auth_password}".encode()).decode()
             headers.append(("Authorization", f"Basic {token}"))
         try:
-            transport, _ = await asyncio.wait_for(
-                ws_connect(
-                    lambda: sim,
-                    base + sim.cp_id,
-                    extra_headers=headers,
-                    websocket_handshake_timeout=connect_timeout,
-                    enable_auto_pong=True,
-                    read_buffer_init_size=4096,  # OCPP frames are small; grows if needed
-                ),
-                timeout=connect_timeout,
-            )
+            transport = await open_websocket(sim, base + sim.cp_id, headers, connect_timeout)
         except (OSError, WSError, TimeoutError) as exc:
             stats.error("connect_failed", f"{base + sim.cp_id}: {type(exc).__name__}: {exc}")
             return False
