@@ -224,40 +224,34 @@ class ChargePointConnection:
             return
         if self._worker is None:
             handler = self._routes[call.action]
-            if type(handler) is Inline:
-                self._answer_inline(call, handler)
+            if type(handler) is Inline:  # nothing queued ahead of it: answered now
+                started = perf_counter() if self._metrics is not None else 0.0
+                try:
+                    frame = self._result(call, handler.function(_Context(self, call), call.payload))
+                except Exception as exc:
+                    frame = self._failure(call, exc)
+                self._send_answer(call, frame, started)
                 return
-            self._incoming.append(call)
             self._worker = self._loop.create_task(self._handle_incoming())
-            return
         self._incoming.append(call)
-
-    def _answer_inline(self, call: Call, handler: Inline) -> None:
-        metrics = self._metrics
-        started = perf_counter() if metrics is not None else 0.0
-        try:
-            frame = self._result(call, handler.function(_Context(self, call), call.payload))
-        except Exception as exc:
-            frame = self._failure(call, exc)
-        if metrics is not None:
-            metrics.call_handled(self.charge_point_id, call.action, frame, perf_counter() - started)
-        self._write(frame)
 
     async def _handle_incoming(self) -> None:
         try:
             while self._incoming:
                 call = self._incoming[0]
-                metrics = self._metrics
-                started = perf_counter() if metrics is not None else 0.0
+                started = perf_counter() if self._metrics is not None else 0.0
                 frame = await self._answer(call)
                 self._incoming.popleft()
-                if metrics is not None:
-                    metrics.call_handled(
-                        self.charge_point_id, call.action, frame, perf_counter() - started
-                    )
-                self._write(frame)
+                self._send_answer(call, frame, started)
         finally:
             self._worker = None
+
+    def _send_answer(self, call: Call, frame: bytes, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.call_handled(
+                self.charge_point_id, call.action, frame, perf_counter() - started
+            )
+        self._write(frame)
 
     async def _answer(self, call: Call) -> bytes:
         try:

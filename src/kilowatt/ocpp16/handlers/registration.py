@@ -29,38 +29,26 @@ def require_acceptance(
     is_accepted: Callable[[str], bool],
     seen: Callable[[str], None],
 ) -> dict[str, Handler]:
+    def admit(allowed: bool, charge_point_id: str) -> None:
+        if not allowed and not is_accepted(charge_point_id):
+            raise SecurityCallError(NOT_ACCEPTED)
+        seen(charge_point_id)
+
     def guard(action: str, handler: Handler) -> Handler:
-        if type(handler) is Inline:
-            return guard_inline(action, handler)
-        if action in ALWAYS_ALLOWED:
+        allowed = action in ALWAYS_ALLOWED
+        if type(handler) is Inline:  # kept inline
+            function = handler.function
 
-            async def allowed(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
-                seen(ctx.charge_point_id)
-                return await handler(ctx, payload)
+            def guarded_inline(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
+                admit(allowed, ctx.charge_point_id)
+                return function(ctx, payload)
 
-            return allowed
+            return Inline(guarded_inline)
 
         async def guarded(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
-            charge_point_id = ctx.charge_point_id
-            if not is_accepted(charge_point_id):
-                raise SecurityCallError(NOT_ACCEPTED)
-            seen(charge_point_id)
+            admit(allowed, ctx.charge_point_id)
             return await handler(ctx, payload)
 
         return guarded
-
-    def guard_inline(action: str, handler: Inline) -> Inline:
-        # The same rule for a handler that answers inline, kept inline.
-        function = handler.function
-        allowed = action in ALWAYS_ALLOWED
-
-        def guarded(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
-            charge_point_id = ctx.charge_point_id
-            if not allowed and not is_accepted(charge_point_id):
-                raise SecurityCallError(NOT_ACCEPTED)
-            seen(charge_point_id)
-            return function(ctx, payload)
-
-        return Inline(guarded)
 
     return {action: guard(action, handler) for action, handler in routes.items()}
