@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
@@ -93,8 +94,8 @@ class _Group:
         self.futures: list[asyncio.Future[Any]] = []
 
 
-# A job queued for the SQLite writer thread: (function, its future, admin). Units of
-# work are grouped; an admin job runs alone, in its own transaction.
+# A job queued for the SQLite writer: (function, its future, admin). Units of work
+# are grouped; an admin job runs alone, in its own transaction, on the writer thread.
 _Job = tuple[Callable[..., Any], "asyncio.Future[Any]", bool]
 
 
@@ -197,8 +198,7 @@ class _SqliteWriter:
                 self._transaction = connection.begin()
             except Exception:  # locked (OperationalError), or worse: the thread retries
                 if connection.invalidated or connection.closed:
-                    self._connection = None
-                    self._in_thread(partial(_close_quietly, connection), _ignore)
+                    self._drop(connection)
             else:
                 self._began(taken, True, None)
                 return
@@ -241,9 +241,14 @@ class _SqliteWriter:
         try:
             transaction.rollback()  # nothing was written to disk: no I/O to wait for
         except Exception:
-            self._connection = None
-            self._in_thread(partial(_close_quietly, connection), _ignore)
+            self._drop(connection)
         self._retry_singly(taken, error)
+
+    def _drop(self, connection: Connection) -> None:
+        """Forget a broken write connection (closed on the thread); the next group
+        connects again."""
+        self._connection = None
+        self._in_thread(partial(_close_quietly, connection), _ignore)
 
     def _committed(
         self, taken: list[_Job], results: list[Any], started: float, ok: bool, error: Any
@@ -252,6 +257,7 @@ class _SqliteWriter:
             self._retry_singly(taken, error)
             return
         store = self._store
+        elapsed = time.perf_counter() - started
         self._last_commit = time.monotonic()
         store.commits += 1
         store.units += len(taken)
@@ -261,7 +267,7 @@ class _SqliteWriter:
         if store.on_group_committed is not None:
             # Metrics, after the writer went on: a failure here must not stop it.
             try:
-                store.on_group_committed(len(taken), time.perf_counter() - started)
+                store.on_group_committed(len(taken), elapsed)
             except Exception:
                 log.exception("group commit metrics failed")
 
@@ -452,7 +458,7 @@ class SqlStore:
         self._closed = False
         self._readers: ThreadPoolExecutor | None = None
         self._checkpointer: _Checkpointer | None = None
-        self._loop_reader: Connection | None = None
+        self._loop_reader = SimpleNamespace(connection=None)  # read_now's connection
         self._reader_local = threading.local()
         self._reader_connections: list[Connection] = []
         self.commits = 0
@@ -583,23 +589,9 @@ class SqlStore:
         return await self.read(work)
 
     def _read_here(self, work: Callable[[Repositories], T]) -> T:
-        connection = self._loop_reader
-        if connection is None:
-            assert self._read_engine is not None
-            connection = self._loop_reader = self._read_engine.connect()
-            driver = connection.connection.dbapi_connection
-            assert driver is not None
-            driver.execute("PRAGMA busy_timeout=0")  # never wait on the loop
-        try:
-            connection.begin()
-            try:
-                return work(SqlRepositories(connection))
-            finally:
-                connection.rollback()
-        except Exception:
-            if connection.invalidated or connection.closed:
-                self._loop_reader = None
-            raise
+        return self._read_on(
+            self._loop_reader, lambda connection: work(SqlRepositories(connection)), wait=False
+        )
 
     async def run_sync_read(self, function: Callable[[Connection], T]) -> T:
         """Run ``function`` on a connection in a read-only transaction (rolled back):
@@ -614,14 +606,23 @@ class SqlStore:
             return result
 
     def _sqlite_read(self, function: Callable[[Connection], T]) -> T:
-        # Each reader thread keeps its connection, like the writer: a checkout from
-        # the pool and its return cost several times a small query. Between reads it
-        # holds no transaction, so it keeps no snapshot that would hold checkpoints.
-        connection: Connection | None = getattr(self._reader_local, "connection", None)
+        return self._read_on(self._reader_local, function, wait=True)
+
+    def _read_on(self, holder: Any, function: Callable[[Connection], T], *, wait: bool) -> T:
+        # Each reader (a reader thread, or the loop) keeps its connection in
+        # ``holder.connection``, like the writer: a checkout from the pool and its
+        # return cost several times a small query. Between reads it holds no
+        # transaction, so it keeps no snapshot that would hold checkpoints. The loop's
+        # never waits for a lock (busy timeout 0): ``read_now`` goes to a thread then.
+        connection: Connection | None = getattr(holder, "connection", None)
         if connection is None:
             assert self._read_engine is not None
-            connection = self._reader_local.connection = self._read_engine.connect()
+            connection = holder.connection = self._read_engine.connect()
             self._reader_connections.append(connection)
+            if not wait:
+                driver = connection.connection.dbapi_connection
+                assert driver is not None
+                driver.execute("PRAGMA busy_timeout=0")
         try:
             connection.begin()
             try:
@@ -630,7 +631,7 @@ class SqlStore:
                 connection.rollback()
         except Exception:
             if connection.invalidated or connection.closed:
-                self._reader_local.connection = None
+                holder.connection = None
             raise
 
     # ------------------------------------------------------------- lifecycle
@@ -660,9 +661,6 @@ class SqlStore:
             checkpointer, self._checkpointer = self._checkpointer, None
             if checkpointer is not None:
                 await asyncio.to_thread(checkpointer.stop)
-            if self._loop_reader is not None:
-                self._loop_reader.close()
-                self._loop_reader = None
             # Reads still running finish first: their threads' connections close next.
             self._readers.shutdown(wait=True)
             for connection in self._reader_connections:
