@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,17 +70,30 @@ async def test_a_failing_unit_fails_alone_and_the_rest_of_its_group_commits(
     store: SqlStore,
 ) -> None:
     def boom(repos: Repositories) -> None:
+        repos.id_tags.add(IdTag("TAG-BAD"), datetime.now(UTC))
         raise ValueError("bad unit")
 
-    def count(repos: Repositories) -> int:
-        return repos.transactions.count_active()
+    def add(tag: str) -> Callable[[Repositories], str]:
+        def work(repos: Repositories) -> str:
+            repos.id_tags.add(IdTag(tag), datetime.now(UTC))
+            return tag
+
+        return work
 
     results = await asyncio.gather(
-        store.write(count), store.write(boom), store.write(count), return_exceptions=True
+        store.write(add("TAG-A")),
+        store.write(boom),
+        store.write(add("TAG-B")),
+        return_exceptions=True,
     )
-    assert results[0] == 0 and results[2] == 0
+    assert results[0] == "TAG-A" and results[2] == "TAG-B"
     assert isinstance(results[1], ValueError)
-    assert await store.write(count) == 0  # the writer goes on
+
+    def stored(repos: Repositories) -> list[str]:
+        return [tag.id_tag for tag in repos.id_tags.list_id_tags()]
+
+    assert sorted(await store.read(stored)) == ["TAG-A", "TAG-B"]  # not the bad one's
+    assert await store.write(add("TAG-C")) == "TAG-C"  # the writer goes on
 
 
 async def test_closing_commits_what_is_queued(tmp_path: Path) -> None:
