@@ -634,7 +634,7 @@ def test_id_tag_list(cli: Cli) -> None:
 
 def test_id_tag_list_pages_through_many_tags(cli: Cli) -> None:
     tags = [IdTag(f"T{i:05d}") for i in range(2100)]
-    with_services(lambda services: services.authorization.add_many(tags))
+    with_services(lambda services: services.authorization.import_id_tags(tags))
     listed = cli.json("id-tag", "list")
     assert isinstance(listed, list) and len(listed) == 2100
     exported = cli.ok("id-tag", "export").out.splitlines()

@@ -227,7 +227,7 @@ async def test_metrics_appear_and_change_after_real_traffic(kilowatt: Applicatio
 async def test_metrics_count_what_the_simulator_sent(kilowatt: Application) -> None:
     from kilowatt.domain.models import IdTag
 
-    await kilowatt.services.authorization.add_many(
+    await kilowatt.services.authorization.import_id_tags(
         IdTag(f"SIM{i:05d}C{c}") for i in (1, 2, 3) for c in (1, 2)
     )
     result = await run_simulation(

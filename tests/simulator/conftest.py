@@ -74,7 +74,7 @@ async def kilowatt(tmp_path: Path) -> AsyncIterator[Application]:
 
 async def register_tags(app: Application, charge_points: int, connectors: int = 2) -> None:
     """The id tags the simulator uses by default (``SIM00001C1`` …), all Accepted."""
-    await app.services.authorization.add_many(
+    await app.services.authorization.import_id_tags(
         IdTag(f"SIM{i:05d}C{c}")
         for i in range(1, charge_points + 1)
         for c in range(1, connectors + 1)

@@ -35,16 +35,11 @@ class AuthorizationService:
         now = self._clock.now()
         await self._store.write(lambda repos: repos.id_tags.add(tag, now))
 
-    async def add_many(self, tags: Iterable[IdTag], *, replace: bool = False) -> int:
-        """Import tags in one unit of work; existing ones are updated when ``replace``.
-        Returns how many were written."""
-        added, updated = await self.import_id_tags(tags, replace=replace)
-        return added + updated
-
     async def import_id_tags(
         self, tags: Iterable[IdTag], *, replace: bool = False
     ) -> tuple[int, int]:
-        """:meth:`add_many`, returning (added, updated) as counted in its unit of work."""
+        """Import tags in one unit of work; existing ones are updated when ``replace``.
+        Returns (added, updated) as counted in that unit of work."""
         now = self._clock.now()
         items = list(tags)
 
