@@ -78,7 +78,7 @@ from tests.cluster.sim import SimChargePoint  # noqa: E402
 from tests.servers import asyncpg_dsn, start_postgres, start_redis  # noqa: E402
 
 from compare import tree_cpu_seconds  # noqa: E402
-from load import open_websocket  # noqa: E402
+from load import open_websocket, raise_fd_limit  # noqa: E402
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 SUBPROTOCOL = "ocpp1.6"
@@ -100,14 +100,10 @@ def percentile(values: list[float], share: float) -> float:
 # ---------------------------------------------------------------- open files
 
 
-def raise_fd_limit(needed: int) -> tuple[int, int]:
+def raise_fd_limit_or_exit(needed: int) -> tuple[int, int]:
     """Raise this process's soft RLIMIT_NOFILE to the hard limit; (soft, hard) after."""
+    raise_fd_limit(needed)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        target = max(needed, soft) if hard == resource.RLIM_INFINITY else hard
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         raise SystemExit(
             f"{needed} open files needed but the limit is {soft} (hard {hard}): raise the "
@@ -592,7 +588,7 @@ async def storm_waves(
 async def run(
     calls: int, count: int, target: float, storm_timeout: float, node_fd_limit: int | None
 ) -> None:
-    soft, hard = raise_fd_limit(count + FD_SPARE)  # the nodes inherit it
+    soft, hard = raise_fd_limit_or_exit(count + FD_SPARE)  # the nodes inherit it
     node_fds = count + FD_SPARE if node_fd_limit is None else node_fd_limit
     log(f"[cluster] open files limit of this process: soft {soft}, hard {hard}")
     settle = 1.5 * PRESENCE_TTL  # a wrongly closed connection shows within a renewal

@@ -81,6 +81,8 @@ from picows import (
     ws_connect,
 )
 
+from kilowatt.process import raise_open_file_limit
+
 SUBPROTOCOL = "ocpp1.6"
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 
@@ -639,19 +641,13 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _raise_fd_limit(needed: int) -> None:
-    """Raise the soft RLIMIT_NOFILE (to the hard limit) when it is below ``needed``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else hard
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        raise LoadError(
-            f"{needed - 64} charge points need about {needed} open files but the limit is "
-            f"{soft}; raise it (e.g. `ulimit -n {needed}`) or use fewer --charge-points"
-        )
+def raise_fd_limit(needed: int) -> int | None:
+    """Raise this process's soft limit on open files to the hard limit (to ``needed``
+    if the hard limit is unlimited); the soft limit now, None if unlimited."""
+    soft = raise_open_file_limit()
+    if soft is not None and soft < needed:
+        soft = raise_open_file_limit(needed)
+    return soft
 
 
 class _Progress:
@@ -750,7 +746,13 @@ async def run_load(
     if settle < 0:
         raise LoadError("settle must be >= 0")
     base = url if url.endswith("/") else url + "/"
-    _raise_fd_limit(charge_points + 64)
+    needed = charge_points + 64
+    soft = raise_fd_limit(needed)
+    if soft is not None and soft < needed:
+        raise LoadError(
+            f"{charge_points} charge points need about {needed} open files but the limit is "
+            f"{soft}; raise it (e.g. `ulimit -n {needed}`) or use fewer --charge-points"
+        )
 
     loop = asyncio.get_running_loop()
     loop_name = type(loop).__module__.split(".")[0]
