@@ -2,7 +2,9 @@
 
 The schemas themselves come from the version package (``kilowatt.ocpp16.schemas``);
 this module only compiles them (fastjsonschema generates plain Python code, a few
-microseconds per message, no thread pool) and turns a schema failure into the
+microseconds per message, no thread pool), puts the generated fast path of
+:mod:`kilowatt.protocol.fastpath` in front (a valid payload is passed in about a
+third of that time) and turns a schema failure into the
 CallError the OCPP-J specification names for it (OCPP-J 1.6 §4.2.3):
 
 ==========================  ==================================================
@@ -33,6 +35,7 @@ from kilowatt.protocol.errors import (
     ProtocolCallError,
     TypeConstraintError,
 )
+from kilowatt.protocol.fastpath import with_fast_path
 
 __all__ = ["SchemaValidator", "error_for_rule"]
 
@@ -85,7 +88,8 @@ class SchemaValidator:
     def _check(self, name: str) -> Check:
         check = self._checks.get(name)
         if check is None:
-            check = fastjsonschema.compile(self._loaders[name]())
+            schema = self._loaders[name]()
+            check = with_fast_path(schema, fastjsonschema.compile(schema))
             self._checks[name] = check
         return check
 
