@@ -240,7 +240,11 @@ class ChargePointConnection:
             while self._incoming:
                 call = self._incoming[0]
                 started = perf_counter() if self._metrics is not None else 0.0
-                frame = await self._answer(call)
+                try:
+                    answer = await self._routes[call.action](_Context(self, call), call.payload)
+                    frame = self._result(call, answer)
+                except Exception as exc:
+                    frame = self._failure(call, exc)
                 self._incoming.popleft()
                 self._send_answer(call, frame, started)
         finally:
@@ -252,14 +256,6 @@ class ChargePointConnection:
                 self.charge_point_id, call.action, frame, perf_counter() - started
             )
         self._write(frame)
-
-    async def _answer(self, call: Call) -> bytes:
-        try:
-            return self._result(
-                call, await self._routes[call.action](_Context(self, call), call.payload)
-            )
-        except Exception as exc:
-            return self._failure(call, exc)
 
     def _result(self, call: Call, result: dict[str, Any]) -> bytes:
         frame = self.session.result_frame(call, result)

@@ -99,7 +99,7 @@ class SchemaValidator:
         ``KeyError`` if no schema of that name exists (callers check membership first).
         """
         try:
-            self._check(name)(payload)
+            (self._checks.get(name) or self._check(name))(payload)
         except fastjsonschema.JsonSchemaValueException as exc:
             where = _rename_root(str(exc.name or "data"))
             message = str(exc.message or "").replace(str(exc.name), where, 1)
