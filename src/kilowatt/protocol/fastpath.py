@@ -108,7 +108,7 @@ class _Generator:
         self._lines.append("def check(x0):")
         self._node(self._root, 0, 1)
         self._lines.append("    return None")
-        namespace: dict[str, Any] = {"FULL": full, "MISSING": object(), **self._constants}
+        namespace: dict[str, Any] = {"FULL": full, **self._constants}
         exec(compile("\n".join(self._lines), "<kilowatt fast path>", "exec"), namespace)
         check: Check = namespace["check"]
         setattr(check, FAST_PATH_ATTRIBUTE, True)
@@ -265,12 +265,9 @@ class _Generator:
                 self._emit(indent, f"{child} = {v}[{name!r}]")
                 self._node(subschema, depth + 1, indent)
             else:
-                self._emit(indent, f"{child} = {v}.get({name!r}, MISSING)")
-                self._emit(indent, f"if {child} is not MISSING:")
-                before = len(self._lines)
+                self._emit(indent, f"if {name!r} in {v}:")
+                self._emit(indent + 1, f"{child} = {v}[{name!r}]")
                 self._node(subschema, depth + 1, indent + 1)
-                if len(self._lines) == before:
-                    self._emit(indent + 1, "pass")
 
     @staticmethod
     def _count(value: object) -> int:
