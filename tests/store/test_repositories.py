@@ -402,6 +402,55 @@ async def test_update_connector_inserts_then_updates(store: SqlStore) -> None:
     assert await store.read(lambda r: r.charge_points.list_connectors("CP-1")) == [second]
 
 
+async def test_a_group_upserts_its_connectors_together_and_in_order(store: SqlStore) -> None:
+    """A group's connector upserts are deferred to its end and sent together (one
+    executemany: on PostgreSQL one round trip), in the units' order: the last wins."""
+    await add_charge_point(store, "CP-1")
+    engine = store._sync_engine
+    if engine is None:
+        assert store._async_engine is not None
+        engine = store._async_engine.sync_engine
+    upserts: list[bool] = []
+
+    def count(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, many: bool
+    ) -> None:
+        if statement.startswith("INSERT INTO connectors"):
+            upserts.append(many)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        commits_before = store.commits
+        await asyncio.gather(
+            *(
+                store.write(
+                    lambda r, n=n: r.charge_points.update_connector(connector("CP-1", 1, f"S{n}"))
+                )
+                for n in range(30)
+            )
+        )
+        groups = store.commits - commits_before
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert groups < 30
+    assert len(upserts) == groups
+    stored = await store.read(lambda r: r.charge_points.get_connector("CP-1", 1))
+    assert stored == connector("CP-1", 1, "S29")
+
+
+async def test_a_unit_of_work_reads_the_connector_it_updated(store: SqlStore) -> None:
+    await add_charge_point(store, "CP-1")
+
+    def work(r: Repositories) -> tuple[Connector | None, list[Connector]]:
+        r.charge_points.update_connector(connector("CP-1", 1, "Charging"))
+        return r.charge_points.get_connector("CP-1", 1), r.charge_points.list_connectors("CP-1")
+
+    got, listed = (await asyncio.gather(store.write(work), store.write(lambda r: None)))[0]
+    assert got == connector("CP-1", 1, "Charging")
+    assert listed == [connector("CP-1", 1, "Charging")]
+
+
 async def test_list_connectors(store: SqlStore) -> None:
     await add_charge_point(store, "CP-1")
     await add_charge_point(store, "CP-2")
