@@ -186,22 +186,29 @@ def test_every_ocpp_schema_gets_a_fast_path(name: str) -> None:
     assert getattr(with_fast_path(schema, full), FAST_PATH_ATTRIBUTE, False)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(st.data())
-def test_the_fast_path_never_accepts_what_the_schema_rejects(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(NAMES))
+@st.composite
+def valid_payloads(draw: st.DrawFn, names: list[str] = NAMES) -> tuple[str, dict[str, Any], Any]:
+    """(schema name, schema, a payload valid by it), for any of ``names``."""
+    name = draw(st.sampled_from(names))
     schema, _ = _compiled(name)
-    payload = data.draw(valid(schema, schema).flatmap(broken))
+    return name, schema, draw(valid(schema, schema))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(valid_payloads(), st.data())
+def test_the_fast_path_never_accepts_what_the_schema_rejects(
+    case: tuple[str, dict[str, Any], Any], data: st.DataObject
+) -> None:
+    name, _, payload = case
+    payload = data.draw(broken(payload))
     if _fast_path_accepts(name, payload):
         assert _full_accepts(name, payload), (name, payload)
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.data())
-def test_the_fast_path_accepts_valid_payloads(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(NAMES))
-    schema, _ = _compiled(name)
-    payload = data.draw(valid(schema, schema))
+@given(valid_payloads())
+def test_the_fast_path_accepts_valid_payloads(case: tuple[str, dict[str, Any], Any]) -> None:
+    name, schema, payload = case
     assert _full_accepts(name, payload), (name, payload)
     # A fractional multipleOf (charging limits) is left to the full validator on purpose.
     if "multipleOf" not in str(schema):
@@ -229,11 +236,11 @@ LIMITED = [name for name in NAMES if _max_lengths(load_schema(name))]
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.data())
-def test_length_limits_are_exact(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(LIMITED))
-    schema, _ = _compiled(name)
-    payload = data.draw(valid(schema, schema))
+@given(valid_payloads(LIMITED), st.data())
+def test_length_limits_are_exact(
+    case: tuple[str, dict[str, Any], Any], data: st.DataObject
+) -> None:
+    name, schema, payload = case
     places = _limited_strings(schema, schema, payload)
     if places:
         container, key, limit = data.draw(st.sampled_from(places))
