@@ -79,7 +79,7 @@ from compare import (  # noqa: E402
     tree_cpu_seconds,
     write_json,
 )
-from load import LoadError, run_load  # noqa: E402
+from load import LoadError, register_id_tags, run_load  # noqa: E402
 
 DEFAULT_CHARGE_POINTS = (1000, 5000, 10000)
 DEFAULT_RATE = 2000.0
@@ -261,27 +261,6 @@ def server_env(database_url: str, extra: list[str] | None = None) -> dict[str, s
     return env
 
 
-async def register_id_tags(charge_points: int, env: dict[str, str]) -> None:
-    """``kilowatt id-tag import``: the idTag of every simulated charge point, Accepted."""
-    rows = "".join(f"BENCH{i:06d}"[-20:] + "\n" for i in range(charge_points))  # as load.py
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kilowatt",
-        "id-tag",
-        "import",
-        "-",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    out, _ = await proc.communicate(("id_tag\n" + rows).encode())
-    if proc.returncode != 0:
-        raise CompareError(f"`kilowatt id-tag import` failed: {out.decode(errors='replace')}")
-
-
 class _ServerWatch:
     """Samples the server at the load generator's phases and every few seconds."""
 
@@ -356,7 +335,7 @@ async def run_step(n: int, args: argparse.Namespace, directory: Path) -> Step:
     sampler: asyncio.Task[None] | None = None
     log(f"[capacity] N={n}: fresh database {database}, {n} idTags registered")
     try:
-        await register_id_tags(n, env)
+        await register_id_tags(n, env, REPO_ROOT)
         proc, stderr_path = await start_server(spec, directory, args.startup_timeout)
         step.server_fd_limit = raise_nofile(proc.pid)
         if step.server_fd_limit[0] < n + FD_SPARE:

@@ -8,6 +8,9 @@ Run it from the repository root::
 
 For each server, one after the other (never both at once, so they do not compete for CPU):
 
+0. Kilowatt only, with its own ``kilowatt serve``: register the load generator's idTags
+   in the database it will use (``kilowatt id-tag import``; those already there are
+   kept), so that Authorize and StartTransaction are Accepted as in a real network;
 1. start it as a subprocess on a free loopback port — Kilowatt with
    ``python -m kilowatt serve --host 127.0.0.1 --port {port}`` (``--kilowatt-cmd`` overrides
    it) and ``KILOWATT_LOG_LEVEL=warning KILOWATT_BOOT_POLICY=accept-all``; the baseline is
@@ -46,6 +49,9 @@ REPO_ROOT = BENCH_DIR.parent
 LOAD_SCRIPT = BENCH_DIR / "load.py"
 BASELINE_SCRIPT = BENCH_DIR / "baseline_server.py"
 
+sys.path.insert(0, str(BENCH_DIR))
+from load import LoadError, register_id_tags  # noqa: E402
+
 DEFAULT_KILOWATT_CMD = "{python} -m kilowatt serve --host 127.0.0.1 --port {port}"
 DEFAULT_KILOWATT_URL = "ws://127.0.0.1:{port}/ocpp/"
 SERVER_ENV = {"KILOWATT_LOG_LEVEL": "warning", "KILOWATT_BOOT_POLICY": "accept-all"}
@@ -66,6 +72,7 @@ class ServerSpec:
     port: int
     env: dict[str, str]
     hint: str  # what to do when it does not start
+    register_id_tags: bool = False  # `kilowatt id-tag import` the load's idTags first
 
 
 @dataclass
@@ -354,6 +361,12 @@ async def bench_server(spec: ServerSpec, args: argparse.Namespace, log_dir: Path
     run = ServerRun(spec)
     proc: asyncio.subprocess.Process | None = None
     try:
+        if spec.register_id_tags:
+            log(f"[compare] registering {args.charge_points} idTags (kilowatt id-tag import)")
+            try:
+                await register_id_tags(args.charge_points, spec.env, REPO_ROOT)
+            except LoadError as exc:
+                raise CompareError(str(exc)) from exc
         proc, _ = await start_server(spec, log_dir, args.startup_timeout)
         run.load = await run_load_process(run, proc.pid, args)
         if proc.returncode is not None:
@@ -493,6 +506,9 @@ def build_specs(args: argparse.Namespace) -> list[ServerSpec]:
                 env=env,
                 hint="Make sure Kilowatt is installed in this environment "
                 "(`pip install -e .`), or point --kilowatt-cmd at the right command.",
+                # `kilowatt serve` authorizes against its database: the idTags are
+                # registered, so that sessions are Accepted as in a real network.
+                register_id_tags=args.kilowatt_cmd == DEFAULT_KILOWATT_CMD,
             )
         )
     if args.only in (None, "baseline"):

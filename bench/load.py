@@ -68,6 +68,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -266,7 +267,7 @@ class ChargePointSim(WSListener):
         super().__init__()
         self.index = index
         self.cp_id = cp_id
-        self.id_tag = f"BENCH{index:06d}"[-20:]  # idTag is CiString20
+        self.id_tag = bench_id_tag(index)
         self.stats = stats
         self.on_lost = on_lost
         self.call_timeout = call_timeout
@@ -639,6 +640,37 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def bench_id_tag(index: int) -> str:
+    """The idTag the ``index``-th simulated charge point authorizes with (CiString20)."""
+    return f"BENCH{index:06d}"[-20:]
+
+
+async def register_id_tags(charge_points: int, env: dict[str, str], cwd: Path) -> None:
+    """``kilowatt id-tag import``: every simulated charge point's idTag, Accepted, in the
+    database ``env`` names (KILOWATT_DATABASE_URL), so that sessions run as in a real
+    network; idTags already there are kept. Raises LoadError if the import fails."""
+    rows = "".join(bench_id_tag(index) + "\n" for index in range(charge_points))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kilowatt",
+        "id-tag",
+        "import",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+    )
+    out, _ = await proc.communicate(("id_tag\n" + rows).encode())
+    if proc.returncode != 0:
+        raise LoadError(
+            f"`kilowatt id-tag import` failed: {out.decode(errors='replace').strip()}; "
+            "check KILOWATT_DATABASE_URL"
+        )
 
 
 def raise_fd_limit(needed: int) -> int | None:

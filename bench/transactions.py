@@ -1,7 +1,8 @@
 """Transactions per second, end to end, with every write committed before its answer.
 
 Starts `kilowatt serve` on a fresh database — SQLite (a new file) and PostgreSQL (a
-throw-away server from the Debian packages, or `--postgres-url`) — and drives N
+throw-away server from the Debian packages, or `--postgres-url`) — registers the
+charge points' idTags (so that sessions are Accepted, as in a real network) and drives N
 charge points through complete charging sessions (Authorize, StartTransaction,
 10 MeterValues, StopTransaction, with the status notifications between), one
 outstanding CALL each. Reports complete sessions per second and CALLs per second.
@@ -29,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from load import run_load  # noqa: E402
+from load import register_id_tags, run_load  # noqa: E402
 
 
 def free_port() -> int:
@@ -38,7 +39,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(database_url: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+def server_env(database_url: str) -> dict[str, str]:
+    """This environment without its KILOWATT_* settings, and the benchmark's."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("KILOWATT_")}
     env.update(
         KILOWATT_DATABASE_URL=database_url,
@@ -46,10 +48,14 @@ def start(database_url: str, port: int, directory: Path) -> subprocess.Popen[byt
         KILOWATT_LOG_LEVEL="warning",
         KILOWATT_CONFIGURATION_SYNC_ON_BOOT="false",
     )
+    return env
+
+
+def start(database_url: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "kilowatt", "serve", "--port", str(port)],
         cwd=directory,
-        env=env,
+        env=server_env(database_url),
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
@@ -117,6 +123,8 @@ def main() -> int:
                 prepare_postgres(url)
             else:
                 raise SystemExit(f"unknown engine {engine!r}: use sqlite and/or postgresql")
+            print(f"[{engine}] registering {args.charge_points} idTags …", file=sys.stderr)
+            asyncio.run(register_id_tags(args.charge_points, server_env(url), Path(directory)))
             port = free_port()
             print(f"[{engine}] starting kilowatt serve on port {port} …", file=sys.stderr)
             process = start(url, port, Path(directory))

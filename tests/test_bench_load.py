@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from capacity import Step, charge_point_list, judge, next_probe
-from load import plan_send
+from load import LoadError, bench_id_tag, plan_send, register_id_tags
 
 
 def test_on_time_waits_for_its_slot() -> None:
@@ -78,3 +79,29 @@ def test_max_search_steps_up_then_halves_the_gap() -> None:
     assert probe([1000, 3000], [5000, 10000]) == 4000
     assert probe([1000, 3000, 4000], [5000, 10000]) is None  # within the resolution
     assert probe([], [5000]) == 2500  # nothing passed: from 0
+
+
+async def test_the_load_generators_id_tags_are_registered_accepted(tmp_path: Path) -> None:
+    """What compare.py, transactions.py and capacity.py do before they start the server:
+    the idTags the simulated charge points use, in the server's database, Accepted."""
+    from kilowatt.store.sql.database import open_store
+
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KILOWATT_")}
+    env["KILOWATT_DATABASE_URL"] = url
+    await register_id_tags(3, env, tmp_path)
+    await register_id_tags(3, env, tmp_path)  # again: those already there are kept
+
+    store = open_store(url)
+    try:
+        tags = await store.read(lambda repos: repos.id_tags.list_id_tags())
+    finally:
+        await store.close()
+    assert sorted(tag.id_tag for tag in tags) == [bench_id_tag(n) for n in range(3)]
+    assert {tag.status for tag in tags} == {"Accepted"}
+
+
+async def test_a_failed_registration_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "KILOWATT_DATABASE_URL": "nosuchdb://x"}
+    with pytest.raises(LoadError, match="id-tag import"):
+        await register_id_tags(1, env, tmp_path)
