@@ -5,7 +5,8 @@ the tests)::
 
     .venv/bin/python bench/scaleout.py --charge-points 100 --duration 10 --warmup 2
 
-Configurations, each on a fresh migrated PostgreSQL database and an emptied Redis:
+Configurations, each on a fresh migrated PostgreSQL database (with the load
+generator's idTags registered, so that its sessions are Accepted) and an emptied Redis:
 
 * ``single node``: ``kilowatt serve`` without ``--redis-url`` (one process, nothing
   leaves it): what clustering itself costs, compared with the next one;
@@ -83,6 +84,7 @@ from compare import (  # noqa: E402
     stop_server,
     tree_cpu_seconds,
 )
+from load import LoadError, register_id_tags  # noqa: E402
 
 LISTEN_TIMEOUT_S = 60.0
 
@@ -277,6 +279,11 @@ async def measure(
     breakdown: dict[str, float] = {}
     sampler: asyncio.Task[None] | None = None
     try:
+        try:  # sessions Accepted, as in a real network (and as bench/compare.py runs them)
+            env = {**spec.env, "KILOWATT_DATABASE_URL": database.url}
+            await register_id_tags(args.charge_points, env, REPO_ROOT)
+        except LoadError as exc:
+            raise CompareError(str(exc)) from exc
         proc, _ = await start_server(spec, log_dir, args.startup_timeout)
         await wait_listening(spec.port, config.workers)
         sampler = asyncio.create_task(
