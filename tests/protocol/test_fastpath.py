@@ -281,3 +281,24 @@ def test_unusual_values_are_left_to_the_full_validator() -> None:
     }
     assert _full_accepts("SetChargingProfile", profile)
     assert not _fast_path_accepts("SetChargingProfile", profile)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^a"},  # a keyword the generator does not know
+        {"type": "object", "properties": {"a": {"$id": "#x", "type": "string"}}},  # nested id
+        {"type": "object", "properties": {"a": {"$ref": "other.json#/a"}}},  # not local
+        {"definitions": {"n": {"$ref": "#/definitions/n"}}, "$ref": "#/definitions/n"},
+        {"type": ["string", "null"]},
+        {"type": "integer", "enum": [1, 2]},
+        {"$schema": "http://json-schema.org/draft-03/schema#", "type": "string"},
+    ],
+)
+def test_what_the_generator_does_not_know_is_left_whole_to_the_full_validator(
+    schema: dict[str, Any],
+) -> None:
+    def full(payload: Any) -> None:
+        return None
+
+    assert with_fast_path(schema, full) is full

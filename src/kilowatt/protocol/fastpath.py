@@ -162,6 +162,9 @@ class _Generator:
 
     def _typed_node(self, schema: Mapping[str, Any], depth: int, indent: int) -> None:
         v = f"x{depth}"
+        if schema is not self._root and not schema.keys().isdisjoint({"id", "$id"}):
+            # A nested id changes where $ref resolves: left to the full validator.
+            raise Unsupported("nested id")
         keywords = set(schema) - _ANNOTATIONS
         kind = schema.get("type")
         if kind is None:
