@@ -8,6 +8,8 @@ functions of :class:`~kilowatt.store.base.Repositories`) run by ``store.write`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -37,6 +39,29 @@ from kilowatt.store.sql.hotpath import MULTI_ROW_MAX
 # Microseconds on purpose: every datetime must come back exactly.
 T0 = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
+
+
+@contextlib.contextmanager
+def executed(store: SqlStore, *prefixes: str) -> Iterator[list[tuple[str, bool]]]:
+    """The statements starting with one of ``prefixes`` that the store's engine runs
+    meanwhile, each with whether it was an executemany."""
+    engine = store._sync_engine
+    if engine is None:
+        assert store._async_engine is not None
+        engine = store._async_engine.sync_engine
+    seen: list[tuple[str, bool]] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool
+    ) -> None:
+        if statement.startswith(prefixes):
+            seen.append((statement, many))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def at(seconds: float) -> datetime:
@@ -286,27 +311,12 @@ async def test_touch_of_thousands_is_one_statement_on_sqlite(store: SqlStore) ->
     await store.write(
         lambda r: [r.charge_points.add(ChargePoint(cp), at(0)) for cp in ids] and None
     )
-    engine = store._sync_engine
-    if engine is None:
-        assert store._async_engine is not None
-        engine = store._async_engine.sync_engine
-    updates: list[bool] = []
-
-    def count(
-        _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, many: bool
-    ) -> None:
-        if statement.startswith("UPDATE charge_points"):
-            updates.append(many)
-
     seen = [(cp, at(n + 1)) for n, cp in enumerate(ids)]
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with executed(store, "UPDATE charge_points") as statements:
         await store.write(lambda r: r.charge_points.touch(seen))
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
     # One statement on SQLite; one executemany (one round trip) on PostgreSQL.
-    assert updates == [store.dialect != "sqlite"]
+    assert [many for _, many in statements] == [store.dialect != "sqlite"]
     points = {p.id: p for p in await store.read(lambda r: r.charge_points.list_charge_points())}
     for cp, instant in seen:
         assert_utc(points[cp].last_seen_at, instant)
@@ -406,20 +416,7 @@ async def test_a_group_upserts_its_connectors_together_and_in_order(store: SqlSt
     """A group's connector upserts are deferred to its end and sent together (one
     executemany: on PostgreSQL one round trip), in the units' order: the last wins."""
     await add_charge_point(store, "CP-1")
-    engine = store._sync_engine
-    if engine is None:
-        assert store._async_engine is not None
-        engine = store._async_engine.sync_engine
-    upserts: list[bool] = []
-
-    def count(
-        _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, many: bool
-    ) -> None:
-        if statement.startswith("INSERT INTO connectors"):
-            upserts.append(many)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with executed(store, "INSERT INTO connectors") as upserts:
         commits_before = store.commits
         await asyncio.gather(
             *(
@@ -430,8 +427,6 @@ async def test_a_group_upserts_its_connectors_together_and_in_order(store: SqlSt
             )
         )
         groups = store.commits - commits_before
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
     assert groups < 30
     assert len(upserts) == groups
@@ -1200,18 +1195,7 @@ async def test_failing_unit_of_work_in_a_group_fails_alone(store: SqlStore) -> N
 async def test_a_group_inserts_its_meter_values_and_statuses_with_one_statement_each(
     store: SqlStore,
 ) -> None:
-    engine = store._sync_engine
-    if engine is None:
-        assert store._async_engine is not None
-        engine = store._async_engine.sync_engine
-    inserts: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith(("INSERT INTO meter_values", "INSERT INTO status_history")):
-            inserts.append(statement.split()[2])
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with executed(store, "INSERT INTO meter_values", "INSERT INTO status_history") as seen:
         commits_before = store.commits
 
         def unit(n: int) -> Any:
@@ -1223,9 +1207,8 @@ async def test_a_group_inserts_its_meter_values_and_statuses_with_one_statement_
 
         await asyncio.gather(*(store.write(unit(n)) for n in range(30)))
         groups = store.commits - commits_before
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
+    inserts = [statement.split()[2] for statement, _ in seen]
     assert groups < 30
     if store.dialect == "sqlite":
         # Multi-row INSERTs of 2**k rows each (MultiRowInsert): a few per group.
