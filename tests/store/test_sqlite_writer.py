@@ -1,4 +1,4 @@
-"""SQLite writes: statements on the event loop, BEGIN and COMMIT on the writer thread."""
+"""SQLite writes: statements and COMMIT on the loop, a waiting BEGIN on the writer thread."""
 
 from __future__ import annotations
 

@@ -10,15 +10,24 @@ alone.
 
 * SQLite (embedded default): the standard ``sqlite3`` driver, one write connection
   and a small pool of reader threads; WAL mode, so readers never wait for the
-  writer. A group's statements run on the event loop itself, and only its
-  ``BEGIN IMMEDIATE`` (which may wait for another process's write lock) and its
-  ``COMMIT`` (the fsync) run on the writer thread, with the GIL released. Running
-  the statements on a thread made every statement step wait for the GIL, which the
-  loop holds while it serves charge points: under load the writer spent most of
-  its time waiting for the GIL, not for SQLite. The statements of a unit of work
-  are small (point reads and writes by key, multi-row inserts); a unit too large
-  for that (an id-tag import) is written with :meth:`SqlStore.write_alone` on the
-  writer thread.
+  writer. A group's statements run on the event loop itself, and so does its
+  ``COMMIT``; only a ``BEGIN IMMEDIATE`` that must wait for another process's write
+  lock runs on the writer thread. Running the statements on a thread made every
+  statement step wait for the GIL, which the loop holds while it serves charge
+  points: under load the writer spent most of its time waiting for the GIL, not for
+  SQLite. The statements of a unit of work are small (point reads and writes by key,
+  multi-row inserts); a unit too large for that (an id-tag import) is written with
+  :meth:`SqlStore.write_alone` on the writer thread.
+* Durability (``synchronous=FULL``, the default) is pipelined: the write connection
+  runs with ``synchronous=NORMAL``, so its COMMIT appends the group's pages to the WAL
+  and returns without an fsync; the sync thread then ``fdatasync``-s the WAL and only
+  then are the group's units answered. Meanwhile the next group already runs its
+  statements: the fsync of one group overlaps the work of the next, instead of the
+  writer standing still for every fsync (one fsync covers every group committed before
+  it started). Nothing is acknowledged before it is on disk, as with FULL; readers
+  (the API) may see a group a moment before its fsync ends. ``synchronous=NORMAL``
+  skips the fsync: a crash of the process loses nothing, a power cut may lose the
+  last groups.
 * PostgreSQL (``postgresql+asyncpg://``): SQLAlchemy's asyncio engine; the same
   synchronous unit-of-work code runs through ``run_sync`` on an asyncpg connection.
 """
@@ -28,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -100,19 +110,38 @@ _Job = tuple[Callable[..., Any], "asyncio.Future[Any]", bool]
 
 
 class _SqliteWriter:
-    """SQLite writes: each group's statements run on the event loop, its BEGIN and
-    COMMIT on the writer thread (module docstring).
+    """SQLite writes: each group's statements and COMMIT run on the event loop, the
+    fsync that makes it durable on the sync thread (module docstring).
 
-    Only one thread ever uses the write connection at a time: the thread between
-    ``_begin`` and its answer, the loop while it runs the group, the thread again
-    from ``_commit`` until its answer. ``_busy`` is set from the moment a group is
-    taken until it is answered, so the next group waits its turn in ``_jobs``.
+    Only one thread ever uses the write connection at a time: the writer thread
+    between ``_begin`` and its answer (a BEGIN that waits for another process's lock,
+    an admin job, units retried one by one), the loop otherwise. ``_busy`` is set
+    from the moment a group is taken until it is committed, so the next group waits
+    its turn in ``_jobs``; committed groups wait in ``_unsynced`` for the fsync that
+    answers them (``sync_paths``: the WAL to ``fdatasync``, and the database file in
+    case the WAL is gone; None: ``synchronous=NORMAL``, answered at commit).
     """
 
-    def __init__(self, store: SqlStore, engine: Engine, commit_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        engine: Engine,
+        commit_delay: float = 0.0,
+        sync_paths: tuple[str, str] | None = None,
+    ) -> None:
         self._store = store
         self._engine = engine
         self._commit_delay = commit_delay
+        self._sync_paths = sync_paths
+        # What is committed but not yet answered: each told None once on disk, or
+        # the error of the fsync.
+        self._unsynced: list[Callable[[BaseException | None], None]] = []
+        self._syncing = False
+        self._syncer = (
+            ThreadPoolExecutor(1, thread_name_prefix="kilowatt-db-sync")
+            if sync_paths is not None
+            else None
+        )
         self._loop = asyncio.get_running_loop()
         self._last_commit = 0.0
         self._connection: Connection | None = None
@@ -145,11 +174,13 @@ class _SqliteWriter:
         self._stopping = True
         if self._timer is not None:
             self._start_now()
-        if self._busy or self._jobs:
+        if self._busy or self._jobs or self._syncing or self._unsynced:
             self._drained = self._loop.create_future()
             await self._drained
         await self._loop.run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
 
     # ------------------------------------------------------------- on the loop
 
@@ -176,8 +207,11 @@ class _SqliteWriter:
         if self._busy:
             return
         if not jobs:
-            if self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
+            self._answer_stop()
+            return
+        if self._syncing and self._unsynced:
+            # A committed group already waits for the fsync after the running one:
+            # this one fills up until that fsync starts, then runs beside it.
             return
         self._busy = True
         if jobs[0][2]:
@@ -232,7 +266,83 @@ class _SqliteWriter:
         except Exception as exc:
             self._abandon(taken, exc)
             return
-        self._in_thread(self._commit, partial(self._committed, taken, results, started))
+        self._commit(taken, results, started)
+
+    def _commit(self, taken: list[_Job], results: list[Any], started: float) -> None:
+        # synchronous=NORMAL on this connection: the COMMIT appends the group's pages
+        # to the WAL and returns, no fsync (that is _sync's, on its thread).
+        connection, transaction = self._connection, self._transaction
+        assert connection is not None and transaction is not None
+        self._transaction = None
+        try:
+            transaction.commit()
+        except Exception as exc:
+            self._roll_back(transaction, connection)
+            self._retry_singly(taken, exc)
+            return
+        self._last_commit = time.monotonic()
+        if self._sync_paths is None:
+            self._committed(taken, results, started)
+        else:
+            self._after_sync(partial(self._group_synced, taken, results, started))
+        self._next()
+
+    def _after_sync(self, answer: Callable[[BaseException | None], None]) -> None:
+        self._unsynced.append(answer)
+        if not self._syncing:
+            self._sync()
+
+    def _group_synced(
+        self, taken: list[_Job], results: list[Any], started: float, error: BaseException | None
+    ) -> None:
+        if error is None:
+            self._committed(taken, results, started)
+        else:
+            for _, future, _ in taken:
+                _settle(future, error=error)
+
+    def _sync(self) -> None:
+        """fdatasync the WAL for every group committed so far, on the sync thread."""
+        assert self._sync_paths is not None and self._syncer is not None
+        batch, self._unsynced = self._unsynced, []
+        self._syncing = True
+        self._in_thread(
+            partial(_sync_file, *self._sync_paths),
+            partial(self._synced, batch),
+            executor=self._syncer,
+        )
+
+    def _synced(
+        self, batch: list[Callable[[BaseException | None], None]], ok: bool, error: Any
+    ) -> None:
+        self._syncing = False
+        if not ok:
+            # Committed, but not known to be on disk: nobody is told it is. A charge
+            # point sends its message again, and the retry finds what is there.
+            log.error(
+                "fsync of the SQLite WAL failed: answering %d commits with an error; "
+                "check the disk",
+                len(batch),
+                extra={"reason": repr(error)},
+            )
+        for answer in batch:
+            answer(None if ok else error)
+        if self._unsynced:
+            self._sync()
+        if not self._busy:
+            if not self._jobs:
+                self._answer_stop()
+            elif self._timer is None:
+                self._start()
+
+    def _answer_stop(self) -> None:
+        if (
+            self._drained is not None
+            and not self._drained.done()
+            and not self._syncing
+            and not self._unsynced
+        ):
+            self._drained.set_result(None)
 
     def _abandon(self, taken: list[_Job], error: BaseException) -> None:
         connection, transaction = self._connection, self._transaction
@@ -250,12 +360,8 @@ class _SqliteWriter:
         self._connection = None
         self._in_thread(partial(_close_quietly, connection), _ignore)
 
-    def _committed(
-        self, taken: list[_Job], results: list[Any], started: float, ok: bool, error: Any
-    ) -> None:
-        if not ok:
-            self._retry_singly(taken, error)
-            return
+    def _committed(self, taken: list[_Job], results: list[Any], started: float) -> None:
+        """Answer a group's units: it is committed (and on disk, with FULL)."""
         store = self._store
         elapsed = time.perf_counter() - started
         self._last_commit = time.monotonic()
@@ -263,9 +369,8 @@ class _SqliteWriter:
         store.units += len(taken)
         for (_, future, _), result in zip(taken, results, strict=True):
             _settle(future, result=result)
-        self._next()
         if store.on_group_committed is not None:
-            # Metrics, after the writer went on: a failure here must not stop it.
+            # Metrics, after the answers: a failure here must not stop the writer.
             try:
                 store.on_group_committed(len(taken), elapsed)
             except Exception:
@@ -302,7 +407,13 @@ class _SqliteWriter:
         else:
             self._start_now()  # answers a waiting stop()
 
-    def _in_thread(self, function: Callable[[], Any], then: Callable[[bool, Any], None]) -> None:
+    def _in_thread(
+        self,
+        function: Callable[[], Any],
+        then: Callable[[bool, Any], None],
+        *,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         loop = self._loop
 
         def run() -> None:
@@ -314,7 +425,7 @@ class _SqliteWriter:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(then, *outcome)
 
-        self._thread.submit(run)
+        (executor or self._thread).submit(run)
 
     # ---------------------------------------------------- on the writer thread
 
@@ -339,22 +450,21 @@ class _SqliteWriter:
             self._forget_if_broken(connection)
             raise
 
-    def _commit(self) -> None:
-        connection, transaction = self._connection, self._transaction
-        assert connection is not None and transaction is not None
-        self._transaction = None
-        try:
-            transaction.commit()
-        except Exception:
-            self._roll_back(transaction, connection)
-            raise
-
     def _admin(self, function: Callable[[Connection], Any]) -> list[tuple[bool, Any]]:
         try:
             with self._engine.begin() as connection:
-                return [(True, function(connection))]
+                result = function(connection)
+            if not isinstance(function, _NotDurable):
+                self._sync_here()
         except Exception as exc:
             return [(False, exc)]
+        return [(True, result)]
+
+    def _sync_here(self) -> None:
+        # On the writer thread, after a commit of its own (an admin job, a unit
+        # retried alone): answered once on disk, the writer waiting meanwhile.
+        if self._sync_paths is not None:
+            _sync_file(*self._sync_paths)
 
     def _singly(self, works: list[Work]) -> list[tuple[bool, Any]]:
         store = self._store
@@ -366,6 +476,7 @@ class _SqliteWriter:
                 try:
                     (result,) = _run_all(connection, [work])
                     transaction.commit()
+                    self._sync_here()
                 except Exception:
                     self._roll_back(transaction, connection)
                     raise
@@ -400,6 +511,33 @@ def _close_quietly(connection: Connection) -> None:
 
 def _ignore(ok: bool, value: Any) -> None:
     return None
+
+
+class _NotDurable:
+    """An admin job answered without its own fsync (:meth:`SqlStore.run_sync_admin`)."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[[Connection], Any]) -> None:
+        self._function = function
+
+    def __call__(self, connection: Connection) -> Any:
+        return self._function(connection)
+
+
+def _sync_file(wal: str, database: str) -> None:
+    """Make every transaction committed to the WAL so far durable: ``fdatasync`` the
+    WAL file (on Linux any descriptor of a file syncs all its written data). If there
+    is no WAL (every connection closed, so SQLite checkpointed and removed it), sync
+    the database file instead."""
+    try:
+        fd = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = os.open(database, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 class _Checkpointer:
@@ -465,8 +603,15 @@ class SqlStore:
         self.units = 0
         # Metrics: told (units, seconds) after every group commit; None: nobody asks.
         self.on_group_committed: Callable[[int, float], None] | None = None
+        # FULL: the writer commits with NORMAL and fsyncs the WAL itself, before it
+        # answers (module docstring).
+        self._sync_paths: tuple[str, str] | None = None
         if self.dialect == "sqlite":
-            self._sync_engine = _sqlite_engine(url, sqlite_synchronous, writer=True)
+            writer_synchronous = sqlite_synchronous
+            if sqlite_synchronous == "FULL" and url.database:
+                writer_synchronous = "NORMAL"
+                self._sync_paths = (url.database + "-wal", url.database)
+            self._sync_engine = _sqlite_engine(url, writer_synchronous, writer=True)
             self._read_engine = _sqlite_engine(url, sqlite_synchronous, writer=False)
             self._readers = ThreadPoolExecutor(2, thread_name_prefix="kilowatt-db-reader")
         else:
@@ -555,7 +700,9 @@ class SqlStore:
             if self._closed:
                 raise RuntimeError("the database is closed")
             assert self._sync_engine is not None
-            writer = self._writer = _SqliteWriter(self, self._sync_engine, self._commit_delay)
+            writer = self._writer = _SqliteWriter(
+                self, self._sync_engine, self._commit_delay, self._sync_paths
+            )
             if self._checkpointer is None:
                 assert self.url.database is not None
                 self._checkpointer = _Checkpointer(self.url.database, CHECKPOINT_INTERVAL)
@@ -636,11 +783,18 @@ class SqlStore:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def run_sync_admin(self, function: Callable[[Connection], T]) -> T:
-        """Run ``function`` on a connection in its own transaction (migrations, tools)."""
+    async def run_sync_admin(
+        self, function: Callable[[Connection], T], *, durable: bool = True
+    ) -> T:
+        """Run ``function`` on a connection in its own transaction (migrations, tools).
+
+        ``durable=False`` (SQLite, ``synchronous=FULL``): answered once committed,
+        without waiting for its fsync — for what nothing depends on, like the
+        message log; the next group's fsync takes it to disk."""
         if self._sync_engine is not None:
             future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            self._sqlite_writer().submit(function, future, True)
+            job = function if durable else _NotDurable(function)
+            self._sqlite_writer().submit(job, future, True)
             return await future
         assert self._async_engine is not None
         async with self._async_engine.begin() as connection:

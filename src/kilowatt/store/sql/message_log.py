@@ -2,7 +2,8 @@
 
 The log is not part of any OCPP message's unit of work: its rows are written in
 batches by a background task through :meth:`SqlStore.run_sync_admin`, each call one
-transaction. On SQLite that runs on the writer thread, between two group commits,
+transaction, not waited to disk (``durable=False``: the next group's fsync takes it
+there). On SQLite that runs on the writer thread, between two group commits,
 so SQLite's own work on the rows (most of an insert of hundreds of rows) runs
 beside the event loop with the GIL released, instead of on it; the group commits of
 OCPP messages, whose statements are small and many, run on the loop. On PostgreSQL
@@ -117,7 +118,9 @@ class SqlMessageLog:
 
     async def insert(self, rows: Sequence[FrameRow]) -> None:
         for start in range(0, len(rows), self._insert_chunk):
-            await self._store.run_sync_admin(_inserter(rows[start : start + self._insert_chunk]))
+            chunk = rows[start : start + self._insert_chunk]
+            # A diagnostic log (services.message_log): committed, not waited to disk.
+            await self._store.run_sync_admin(_inserter(chunk), durable=False)
 
     async def list_messages(
         self,
