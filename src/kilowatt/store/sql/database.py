@@ -10,24 +10,23 @@ alone.
 
 * SQLite (embedded default): the standard ``sqlite3`` driver, one write connection
   and a small pool of reader threads; WAL mode, so readers never wait for the
-  writer. A group's statements run on the event loop itself, and so does its
-  ``COMMIT``; only a ``BEGIN IMMEDIATE`` that must wait for another process's write
-  lock runs on the writer thread. Running the statements on a thread made every
-  statement step wait for the GIL, which the loop holds while it serves charge
-  points: under load the writer spent most of its time waiting for the GIL, not for
-  SQLite. The statements of a unit of work are small (point reads and writes by key,
-  multi-row inserts); a unit too large for that (an id-tag import) is written with
-  :meth:`SqlStore.write_alone` on the writer thread.
+  writer. A group's statements run on the event loop itself, and only its
+  ``BEGIN IMMEDIATE`` (when it must wait for another process's write lock) and its
+  ``COMMIT`` run on the writer thread, with the GIL released. Running the statements
+  on a thread made every statement step wait for the GIL, which the loop holds while
+  it serves charge points: under load the writer spent most of its time waiting for
+  the GIL, not for SQLite. The statements of a unit of work are small (point reads
+  and writes by key, multi-row inserts); a unit too large for that (an id-tag
+  import) is written with :meth:`SqlStore.write_alone` on the writer thread.
 * Durability (``synchronous=FULL``, the default) is pipelined: the write connection
   runs with ``synchronous=NORMAL``, so its COMMIT appends the group's pages to the WAL
-  and returns without an fsync; the sync thread then ``fdatasync``-s the WAL and only
-  then are the group's units answered. Meanwhile the next group already runs its
-  statements: the fsync of one group overlaps the work of the next, instead of the
-  writer standing still for every fsync (one fsync covers every group committed before
-  it started). Nothing is acknowledged before it is on disk, as with FULL; readers
-  (the API) may see a group a moment before its fsync ends. ``synchronous=NORMAL``
-  skips the fsync: a crash of the process loses nothing, a power cut may lose the
-  last groups.
+  and returns without an fsync. The writer thread tells the loop, which starts the
+  next group on the connection at once, then ``fdatasync``-s the WAL, and only then
+  are the group's units answered: the fsync of one group overlaps the statements of
+  the next, instead of the writer standing still for every fsync. Nothing is
+  acknowledged before it is on disk, as with FULL; readers (the API) may see a group
+  a moment before its fsync ends. ``synchronous=NORMAL`` skips the fsync: a crash of
+  the process loses nothing, a power cut may lose the last groups.
 * PostgreSQL (``postgresql+asyncpg://``): SQLAlchemy's asyncio engine; the same
   synchronous unit-of-work code runs through ``run_sync`` on an asyncpg connection.
 """
@@ -110,16 +109,18 @@ _Job = tuple[Callable[..., Any], "asyncio.Future[Any]", bool]
 
 
 class _SqliteWriter:
-    """SQLite writes: each group's statements and COMMIT run on the event loop, the
-    fsync that makes it durable on the sync thread (module docstring).
+    """SQLite writes: each group's statements run on the event loop, its BEGIN (when
+    it waits) and COMMIT, then the fsync that makes it durable, on the writer thread
+    (module docstring).
 
-    Only one thread ever uses the write connection at a time: the writer thread
-    between ``_begin`` and its answer (a BEGIN that waits for another process's lock,
-    an admin job, units retried one by one), the loop otherwise. ``_busy`` is set
-    from the moment a group is taken until it is committed, so the next group waits
-    its turn in ``_jobs``; committed groups wait in ``_unsynced`` for the fsync that
-    answers them (``sync_paths``: the WAL to ``fdatasync``, and the database file in
-    case the WAL is gone; None: ``synchronous=NORMAL``, answered at commit).
+    Only one thread ever uses the write connection at a time: the thread between
+    ``_begin`` and its answer, the loop while it runs the group, the thread again
+    from the COMMIT until it tells the loop the commit is done; its fsync that
+    follows does not use the connection. ``_busy`` is set from the moment a group is
+    taken until it is committed, so the next group waits its turn in ``_jobs``;
+    ``_unsynced`` counts the committed groups waiting for their fsync (``sync_paths``:
+    the WAL to ``fdatasync``, and the database file in case the WAL is gone; None:
+    ``synchronous=NORMAL``, answered at commit).
     """
 
     def __init__(
@@ -133,15 +134,7 @@ class _SqliteWriter:
         self._engine = engine
         self._commit_delay = commit_delay
         self._sync_paths = sync_paths
-        # What is committed but not yet answered: each told None once on disk, or
-        # the error of the fsync.
-        self._unsynced: list[Callable[[BaseException | None], None]] = []
-        self._syncing = False
-        self._syncer = (
-            ThreadPoolExecutor(1, thread_name_prefix="kilowatt-db-sync")
-            if sync_paths is not None
-            else None
-        )
+        self._unsynced = 0
         self._loop = asyncio.get_running_loop()
         self._last_commit = 0.0
         self._connection: Connection | None = None
@@ -174,13 +167,11 @@ class _SqliteWriter:
         self._stopping = True
         if self._timer is not None:
             self._start_now()
-        if self._busy or self._jobs or self._syncing or self._unsynced:
+        if self._busy or self._jobs or self._unsynced:
             self._drained = self._loop.create_future()
             await self._drained
         await self._loop.run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
-        if self._syncer is not None:
-            self._syncer.shutdown(wait=True)
 
     # ------------------------------------------------------------- on the loop
 
@@ -208,10 +199,6 @@ class _SqliteWriter:
             return
         if not jobs:
             self._answer_stop()
-            return
-        if self._syncing and self._unsynced:
-            # A committed group already waits for the fsync after the running one:
-            # this one fills up until that fsync starts, then runs beside it.
             return
         self._busy = True
         if jobs[0][2]:
@@ -269,79 +256,70 @@ class _SqliteWriter:
         self._commit(taken, results, started)
 
     def _commit(self, taken: list[_Job], results: list[Any], started: float) -> None:
-        # synchronous=NORMAL on this connection: the COMMIT appends the group's pages
-        # to the WAL and returns, no fsync (that is _sync's, on its thread).
+        """COMMIT on the writer thread (synchronous=NORMAL on this connection: it
+        appends the group's pages to the WAL, no fsync), then, with FULL, the fsync;
+        the loop hears of each as it ends."""
         connection, transaction = self._connection, self._transaction
         assert connection is not None and transaction is not None
         self._transaction = None
-        try:
-            transaction.commit()
-        except Exception as exc:
-            self._roll_back(transaction, connection)
-            self._retry_singly(taken, exc)
-            return
+        loop, sync_paths = self._loop, self._sync_paths
+
+        def post(callback: Callable[..., None], *args: Any) -> None:
+            # RuntimeError: the loop is closed, nobody waits for these answers.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, *args)
+
+        def run() -> None:
+            try:
+                transaction.commit()
+            except Exception as exc:
+                self._roll_back(transaction, connection)
+                post(self._retry_singly, taken, exc)
+                return
+            if sync_paths is None:
+                post(self._committed, taken, results, started, True)
+                return
+            post(self._committed, taken, results, started, False)
+            try:
+                _sync_file(*sync_paths)
+            except Exception as exc:
+                post(self._synced, taken, results, started, exc)
+            else:
+                post(self._synced, taken, results, started, None)
+
+        self._thread.submit(run)
+
+    def _committed(
+        self, taken: list[_Job], results: list[Any], started: float, durable: bool
+    ) -> None:
+        """The group is committed: the connection is free for the next one."""
         self._last_commit = time.monotonic()
-        if self._sync_paths is None:
-            self._committed(taken, results, started)
+        if durable:
+            self._answer(taken, results, started)
         else:
-            self._after_sync(partial(self._group_synced, taken, results, started))
+            self._unsynced += 1
         self._next()
 
-    def _after_sync(self, answer: Callable[[BaseException | None], None]) -> None:
-        self._unsynced.append(answer)
-        if not self._syncing:
-            self._sync()
-
-    def _group_synced(
-        self, taken: list[_Job], results: list[Any], started: float, error: BaseException | None
-    ) -> None:
+    def _synced(self, taken: list[_Job], results: list[Any], started: float, error: Any) -> None:
+        self._unsynced -= 1
         if error is None:
-            self._committed(taken, results, started)
+            self._answer(taken, results, started)
         else:
-            for _, future, _ in taken:
-                _settle(future, error=error)
-
-    def _sync(self) -> None:
-        """fdatasync the WAL for every group committed so far, on the sync thread."""
-        assert self._sync_paths is not None and self._syncer is not None
-        batch, self._unsynced = self._unsynced, []
-        self._syncing = True
-        self._in_thread(
-            partial(_sync_file, *self._sync_paths),
-            partial(self._synced, batch),
-            executor=self._syncer,
-        )
-
-    def _synced(
-        self, batch: list[Callable[[BaseException | None], None]], ok: bool, error: Any
-    ) -> None:
-        self._syncing = False
-        if not ok:
             # Committed, but not known to be on disk: nobody is told it is. A charge
             # point sends its message again, and the retry finds what is there.
             log.error(
-                "fsync of the SQLite WAL failed: answering %d commits with an error; "
-                "check the disk",
-                len(batch),
+                "fsync of the SQLite WAL failed: answering a group of %d writes with an "
+                "error; check the disk",
+                len(taken),
                 extra={"reason": repr(error)},
             )
-        for answer in batch:
-            answer(None if ok else error)
-        if self._unsynced:
-            self._sync()
-        if not self._busy:
-            if not self._jobs:
-                self._answer_stop()
-            elif self._timer is None:
-                self._start()
+            for _, future, _ in taken:
+                _settle(future, error=error)
+        if not self._busy and not self._jobs:
+            self._answer_stop()
 
     def _answer_stop(self) -> None:
-        if (
-            self._drained is not None
-            and not self._drained.done()
-            and not self._syncing
-            and not self._unsynced
-        ):
+        if self._drained is not None and not self._drained.done() and not self._unsynced:
             self._drained.set_result(None)
 
     def _abandon(self, taken: list[_Job], error: BaseException) -> None:
@@ -360,11 +338,10 @@ class _SqliteWriter:
         self._connection = None
         self._in_thread(partial(_close_quietly, connection), _ignore)
 
-    def _committed(self, taken: list[_Job], results: list[Any], started: float) -> None:
+    def _answer(self, taken: list[_Job], results: list[Any], started: float) -> None:
         """Answer a group's units: it is committed (and on disk, with FULL)."""
         store = self._store
         elapsed = time.perf_counter() - started
-        self._last_commit = time.monotonic()
         store.commits += 1
         store.units += len(taken)
         for (_, future, _), result in zip(taken, results, strict=True):
@@ -407,13 +384,7 @@ class _SqliteWriter:
         else:
             self._start_now()  # answers a waiting stop()
 
-    def _in_thread(
-        self,
-        function: Callable[[], Any],
-        then: Callable[[bool, Any], None],
-        *,
-        executor: ThreadPoolExecutor | None = None,
-    ) -> None:
+    def _in_thread(self, function: Callable[[], Any], then: Callable[[bool, Any], None]) -> None:
         loop = self._loop
 
         def run() -> None:
@@ -425,7 +396,7 @@ class _SqliteWriter:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(then, *outcome)
 
-        (executor or self._thread).submit(run)
+        self._thread.submit(run)
 
     # ---------------------------------------------------- on the writer thread
 
