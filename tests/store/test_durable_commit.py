@@ -214,3 +214,31 @@ async def test_many_writers_all_answered_once_on_disk(store: SqlStore, syncs: Sy
     assert results == [f"TAG-{n:03d}" for n in range(200)]
     # Shared fsyncs: far fewer than one per write.
     assert 1 <= len(syncs.calls) < 200
+
+
+async def test_a_failed_commit_loses_no_unit_its_units_run_again_one_by_one(
+    store: SqlStore, syncs: Syncs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sqlalchemy import RootTransaction
+
+    commit = RootTransaction.commit
+    commits: list[str] = []
+
+    def second_fails(self: RootTransaction) -> None:
+        commits.append(threading.current_thread().name)
+        if len(commits) == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        commit(self)
+
+    await store.write(add("TAG-X"))  # the write connection exists
+    monkeypatch.setattr(RootTransaction, "commit", second_fails)
+    # The first write makes a group alone; the five after it queue and make the
+    # second group, whose COMMIT fails: each of its units runs again alone.
+    results = await asyncio.wait_for(
+        asyncio.gather(*(store.write(add(f"TAG-{n}")) for n in range(6))), timeout=10
+    )
+    assert results == [f"TAG-{n}" for n in range(6)]
+    assert commits[1].startswith("kilowatt-db-writer")
+    assert len(commits) == 2 + 5
+    assert stored_tags(tmp_path / "durable.db") == [f"TAG-{n}" for n in range(6)] + ["TAG-X"]
+    assert await asyncio.wait_for(store.write(add("TAG-6")), timeout=10) == "TAG-6"
