@@ -8,8 +8,9 @@ One :class:`Metrics` object per process, made by the composition root, owns its
   called on the hot path): OCPP messages by action, direction and type, CallErrors by
   code, the handler latency of every incoming CALL, the latency, outcome and timeouts
   of the CALLs we send;
-* from the store (``SqlStore.on_group_committed``): the commit latency of units of
-  work and the size of each group commit;
+* from the store (``SqlStore.on_group_committed``, ``SqlStore.on_fsync``): the commit
+  latency of units of work, the size of each group commit and, on SQLite with
+  ``synchronous=FULL``, how long each fsync of the WAL took (the disk's share);
 * at scrape time: connected charge points and the outgoing CALLs waiting in each
   connection's queue (summed over this process's connections), the units of work
   waiting for the next group commit, and the active transactions, counted in the
@@ -78,6 +79,10 @@ COMMIT_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 GROUP_SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Seconds. A local SSD syncs in well under a millisecond, a network volume in several.
+FSYNC_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 
 OTHER: Final = "other"  # the action label of CALLs with an action OCPP 1.6 does not have
 _RESULT_BYTE: Final = ord("3")  # our frames are built by orjson: b'[3,"…' or b'[4,"…'
@@ -149,6 +154,7 @@ class MeasuredStore(Protocol):
     """What the metrics use of the store (``kilowatt.store.sql.database.SqlStore``)."""
 
     on_group_committed: Callable[[int, float], None] | None
+    on_fsync: Callable[[float], None] | None
 
     @property
     def pending_writes(self) -> int: ...
@@ -189,6 +195,7 @@ class Metrics:
         self._store: MeasuredStore | None = None
         self._unit_of_work = _Histogram(COMMIT_BUCKETS)
         self._group_size = _Histogram(GROUP_SIZE_BUCKETS)
+        self._fsync = _Histogram(FSYNC_BUCKETS)
         self.active_transactions_max_age = active_transactions_max_age
         self._active_transactions: int | None = None
         self._active_sampled_at = float("-inf")
@@ -204,6 +211,7 @@ class Metrics:
     def attach_store(self, store: MeasuredStore) -> None:
         self._store = store
         store.on_group_committed = self.group_committed
+        store.on_fsync = self.fsynced
 
     def _stats(self, action: str | None) -> _Action:
         stats = self._actions.get(action) if action is not None else None
@@ -262,6 +270,10 @@ class Metrics:
         """``SqlStore.on_group_committed``: ``units`` committed together in ``seconds``."""
         self._unit_of_work.observe(seconds, units)  # each unit waited for this commit
         self._group_size.observe(units)
+
+    def fsynced(self, seconds: float) -> None:
+        """``SqlStore.on_fsync``: one fsync of the SQLite WAL took ``seconds``."""
+        self._fsync.observe(seconds)
 
     # ----------------------------------------------------------------- scrape
 
@@ -342,6 +354,12 @@ class Metrics:
             "kilowatt_db_group_commit_units",
             "Units of work committed together in one database transaction.",
             self._group_size,
+        )
+        yield _histogram(
+            "kilowatt_db_fsync_seconds",
+            "How long each fsync of the SQLite WAL took (synchronous=FULL; every write is "
+            "answered after one). Not sampled on PostgreSQL, which syncs on its server.",
+            self._fsync,
         )
 
     def _ocpp_families(self) -> Iterator[Metric]:

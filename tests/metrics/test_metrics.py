@@ -178,6 +178,9 @@ async def test_metrics_appear_and_change_after_real_traffic(kilowatt: Applicatio
     assert units >= 2
     assert value(after, "kilowatt_db_group_commit_units_sum") == units
     assert 1 <= value(after, "kilowatt_db_group_commit_units_count") <= units
+    # SQLite, synchronous=FULL: every group was answered after an fsync of the WAL.
+    assert value(after, "kilowatt_db_fsync_seconds_count") >= 1
+    assert value(after, "kilowatt_db_fsync_seconds_sum") > 0
     assert value(after, "kilowatt_db_pending_writes") == 0
     for call in cp.calls:  # e.g. GetConfiguration after the boot, answered NotSupported
         assert messages(after, call[2], "out", "CALL") >= 1

@@ -280,11 +280,13 @@ class _SqliteWriter:
                 post(self._committed, taken, results, started, True)
                 return
             post(self._committed, taken, results, started, False)
+            began = time.perf_counter()
             try:
                 _sync_file(*sync_paths)
             except Exception as exc:
                 post(self._synced, taken, results, started, exc)
             else:
+                post(self._fsynced, time.perf_counter() - began)
                 post(self._synced, taken, results, started, None)
 
         self._thread.submit(run)
@@ -299,6 +301,15 @@ class _SqliteWriter:
         else:
             self._unsynced += 1
         self._next()
+
+    def _fsynced(self, seconds: float) -> None:
+        hook = self._store.on_fsync
+        if hook is not None:
+            # Metrics: a failure here must not stop the writer.
+            try:
+                hook(seconds)
+            except Exception:
+                log.exception("fsync metrics failed")
 
     def _synced(self, taken: list[_Job], results: list[Any], started: float, error: Any) -> None:
         self._unsynced -= 1
@@ -435,7 +446,10 @@ class _SqliteWriter:
         # On the writer thread, after a commit of its own (an admin job, a unit
         # retried alone): answered once on disk, the writer waiting meanwhile.
         if self._sync_paths is not None:
+            began = time.perf_counter()
             _sync_file(*self._sync_paths)
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._fsynced, time.perf_counter() - began)
 
     def _singly(self, works: list[Work]) -> list[tuple[bool, Any]]:
         store = self._store
@@ -572,8 +586,10 @@ class SqlStore:
         self._reader_connections: list[Connection] = []
         self.commits = 0
         self.units = 0
-        # Metrics: told (units, seconds) after every group commit; None: nobody asks.
+        # Metrics: told (units, seconds) after every group commit, and (SQLite with
+        # synchronous=FULL) the seconds of every fsync of the WAL; None: nobody asks.
         self.on_group_committed: Callable[[int, float], None] | None = None
+        self.on_fsync: Callable[[float], None] | None = None
         # FULL: the writer commits with NORMAL and fsyncs the WAL itself, before it
         # answers (module docstring).
         self._sync_paths: tuple[str, str] | None = None
