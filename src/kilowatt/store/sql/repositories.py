@@ -63,7 +63,18 @@ from kilowatt.store.sql.hotpath import HotSql, MultiRowInsert, hot_sql, json_tex
 
 __all__ = ["SqlRepositories"]
 
-ACTIVE = TransactionState.ACTIVE.value
+
+def _state_is(state: TransactionState) -> Any:
+    """``transactions.state = 'value'``, with the value written into the SQL, not bound.
+
+    SQLite decides at prepare time whether a partial index serves a query, comparing
+    the query's terms with the index's WHERE (``uq_transactions_active_connector``:
+    ``state = 'active'``). A *bound* state takes part in that decision, so SQLite
+    prepares the statement again at every execution to decide anew: StartTransaction's
+    lookups cost 45 µs instead of 6, Authorize's 19 instead of 4. A literal is decided
+    once. (The value is one of the enum's own, never user input.)
+    """
+    return _tx.state == literal_column(f"'{TransactionState(state).value}'")
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Any) -> Any:
@@ -197,6 +208,7 @@ def _id_tag(row: Sequence[Any]) -> IdTag:
 
 
 _tx = t.transactions.c
+_IS_ACTIVE = _state_is(TransactionState.ACTIVE)
 TRANSACTION_COLUMNS = (
     _tx.id,
     _tx.charge_point_id,
@@ -323,7 +335,7 @@ _FIND_STARTED = select(*TRANSACTION_COLUMNS).where(
         _tx.meter_start == bindparam("meter_start"),
     )
 )
-_ACTIVE = select(*TRANSACTION_COLUMNS).where(_tx.state == ACTIVE).order_by(_tx.id)
+_ACTIVE = select(*TRANSACTION_COLUMNS).where(_IS_ACTIVE).order_by(_tx.id)
 # list_active's four filter combinations, keyed by (charge point given, connector given).
 _LIST_ACTIVE = {
     (False, False): _ACTIVE,
@@ -336,16 +348,16 @@ _LIST_ACTIVE = {
 _COUNT_ACTIVE_FOR_TAG = (
     select(func.count())
     .select_from(t.transactions)
-    .where(and_(_tx.id_tag == bindparam("id_tag"), _tx.state == ACTIVE))
+    .where(and_(_tx.id_tag == bindparam("id_tag"), _IS_ACTIVE))
 )
-_COUNT_ACTIVE = select(func.count()).select_from(t.transactions).where(_tx.state == ACTIVE)
+_COUNT_ACTIVE = select(func.count()).select_from(t.transactions).where(_IS_ACTIVE)
 # Authorization reads the tag and counts its active transactions: one statement
 # (a correlated count) instead of two.
 _GET_ID_TAG_WITH_ACTIVE_COUNT = select(
     *ID_TAG_COLUMNS,
     select(func.count())
     .select_from(t.transactions)
-    .where(and_(_tx.id_tag == _it.id_tag, _tx.state == ACTIVE))
+    .where(and_(_tx.id_tag == _it.id_tag, _IS_ACTIVE))
     .scalar_subquery(),
 ).where(_it.id_tag == bindparam("id_tag"))
 # StartTransaction's two lookups in one statement; the first column tells the
@@ -365,7 +377,7 @@ _FIND_FOR_START = union_all(
         and_(
             _tx.charge_point_id == bindparam("cp"),
             _tx.connector_id == bindparam("connector"),
-            _tx.state == ACTIVE,
+            _IS_ACTIVE,
         )
     ),
 ).order_by(literal_column("id"))
@@ -837,7 +849,7 @@ class SqlTransactions:
         if id_tag is not None:
             query = query.where(_tx.id_tag == id_tag)
         if state is not None:
-            query = query.where(_tx.state == state.value)
+            query = query.where(_state_is(state))
         if since is not None:
             query = query.where(_tx.started_at >= since)
         if until is not None:
