@@ -90,12 +90,24 @@ async def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-async def store(engine_url: str) -> AsyncIterator[SqlStore]:
-    """An open, migrated, empty store on each engine."""
-    store = open_store(engine_url)
+async def _opened(url: str) -> AsyncIterator[SqlStore]:
+    store = open_store(url)
     try:
         await upgrade(store)
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def store(engine_url: str) -> AsyncIterator[SqlStore]:
+    """An open, migrated, empty store on each engine."""
+    async for opened in _opened(engine_url):
+        yield opened
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """An open, migrated, empty store on SQLite only, in ``tmp_path / "kilowatt.db"``."""
+    async for opened in _opened(f"sqlite:///{tmp_path}/kilowatt.db"):
+        yield opened

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection
 
 from kilowatt.domain.models import TransactionState
 from kilowatt.store.base import Repositories
-from kilowatt.store.sql.database import SqlStore, open_store
-from kilowatt.store.sql.migrate import upgrade
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'prepared.db'}")
-    try:
-        await upgrade(opened)
-        yield opened
-    finally:
-        await opened.close()
+from kilowatt.store.sql.database import SqlStore
 
 
 def reads_then_statements(repos: Repositories) -> list[tuple[str, int, int]]:
@@ -51,12 +38,12 @@ def reads_then_statements(repos: Repositories) -> list[tuple[str, int, int]]:
 
 
 async def test_transaction_lookups_are_not_prepared_again_at_every_execution(
-    store: SqlStore,
+    sqlite_store: SqlStore,
 ) -> None:
     # A state bound as a parameter would take part in deciding whether the partial
     # index uq_transactions_active_connector (WHERE state = 'active') applies, and
     # SQLite would prepare the statement again at every execution to decide anew.
-    statements = await store.read(reads_then_statements)
+    statements = await sqlite_store.read(reads_then_statements)
     on_transactions = [row for row in statements if "FROM transactions" in row[0]]
     assert len(on_transactions) >= 6
     for sql, reprep, run in on_transactions:

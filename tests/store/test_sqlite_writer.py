@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,8 @@ from kilowatt.store.sql.repositories import SqlRepositories
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'writer.db'}")
-    try:
-        await upgrade(opened)
-        yield opened
-    finally:
-        await opened.close()
+def store(sqlite_store: SqlStore) -> SqlStore:
+    return sqlite_store
 
 
 def thread_name(repos: Repositories) -> str:
@@ -50,7 +45,7 @@ async def test_waiting_for_another_process_s_write_lock_does_not_block_the_loop(
     store: SqlStore, tmp_path: Path
 ) -> None:
     await store.write(thread_name)
-    other = sqlite3.connect(tmp_path / "writer.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "kilowatt.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         pending = asyncio.ensure_future(store.write(thread_name))
