@@ -335,3 +335,54 @@ def hot_sql(dialect: Dialect) -> HotSql:
     except KeyError:
         rendered = _rendered[dialect] = _render_all(dialect)
         return rendered
+
+
+class DriverQuery:
+    """A hot-path SELECT on SQLite, run on the ``sqlite3`` connection itself.
+
+    Why: through :meth:`Connection.execute` (or ``exec_driver_sql``) a SELECT also pays
+    for SQLAlchemy's execution context and a result object whose metadata is built
+    from the cursor's description at every execution: StartTransaction's lookup, 16
+    columns, took 34–38 µs that way against 7 µs in ``sqlite3``. Here the statement is
+    compiled once by SQLAlchemy (same SQL as the Core path), its parameters converted
+    by the columns' own bind processors and its rows by their own result processors,
+    and it runs in the same connection and transaction. SQLite only: on PostgreSQL
+    the round trip dominates and the Core path stays.
+    """
+
+    __slots__ = ("_binds", "_defaults", "_names", "_results", "_sql")
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        if dialect.name != "sqlite":
+            raise ValueError("DriverQuery runs on SQLite only")
+        compiled = statement.compile(dialect=dialect)
+        positions = compiled.positiontup
+        assert positions is not None
+        self._sql = str(compiled)
+        self._names: tuple[str, ...] = tuple(positions)
+        self._defaults: dict[str, Any] = dict(compiled.params)
+        self._binds = tuple(
+            compiled.binds[name].type._cached_bind_processor(dialect) for name in self._names
+        )
+        self._results = tuple(
+            column.type._cached_result_processor(dialect, None)
+            for column in statement.selected_columns
+        )
+
+    def rows(self, connection: Any, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows for ``parameters`` (by bind name), converted as SQLAlchemy would."""
+        defaults = self._defaults
+        values = []
+        for name, bind in zip(self._names, self._binds, strict=True):
+            value = parameters[name] if name in parameters else defaults[name]
+            values.append(value if bind is None else bind(value))
+        driver = connection.connection.dbapi_connection
+        raw = driver.execute(self._sql, values).fetchall()
+        results = self._results
+        return [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(results, row, strict=True)
+            )
+            for row in raw
+        ]

@@ -20,6 +20,7 @@ its own writes.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -27,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Dialect,
     and_,
     bindparam,
     delete,
@@ -59,7 +61,7 @@ from kilowatt.store.base import AlreadyExists
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.api_tokens import SqlApiTokens
 from kilowatt.store.sql.configuration import SqlConfiguration
-from kilowatt.store.sql.hotpath import HotSql, MultiRowInsert, hot_sql, json_text
+from kilowatt.store.sql.hotpath import DriverQuery, HotSql, MultiRowInsert, hot_sql, json_text
 
 __all__ = ["SqlRepositories"]
 
@@ -383,6 +385,30 @@ _FIND_FOR_START = union_all(
 ).order_by(literal_column("id"))
 
 
+class _DriverReads:
+    """The hot path's reads as :class:`DriverQuery` (SQLite), one set per dialect."""
+
+    __slots__ = ("find_for_start", "id_tag_with_active_count")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.find_for_start = DriverQuery(_FIND_FOR_START, dialect)
+        self.id_tag_with_active_count = DriverQuery(_GET_ID_TAG_WITH_ACTIVE_COUNT, dialect)
+
+
+_driver_reads: weakref.WeakKeyDictionary[Dialect, _DriverReads] = weakref.WeakKeyDictionary()
+
+
+def driver_reads(dialect: Dialect) -> _DriverReads | None:
+    """SQLite: the hot reads run on the driver; None (PostgreSQL): the Core path."""
+    if dialect.name != "sqlite":
+        return None
+    try:
+        return _driver_reads[dialect]
+    except KeyError:
+        reads = _driver_reads[dialect] = _DriverReads(dialect)
+        return reads
+
+
 class _Appends:
     """Rows for one append-only table, inserted at once or deferred to :meth:`flush`."""
 
@@ -645,17 +671,24 @@ class SqlChargePoints:
 
 
 class SqlIdTags:
-    __slots__ = ("_c",)
+    __slots__ = ("_c", "_driver")
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        self._driver = driver_reads(connection.dialect)
 
     def get(self, id_tag: str) -> IdTag | None:
         row = self._c.execute(_GET_ID_TAG, {"id_tag": id_tag}).first()
         return None if row is None else _id_tag(row)
 
     def get_with_active_count(self, id_tag: str) -> tuple[IdTag | None, int]:
-        row = self._c.execute(_GET_ID_TAG_WITH_ACTIVE_COUNT, {"id_tag": id_tag}).first()
+        parameters = {"id_tag": id_tag}
+        row: Sequence[Any] | None
+        if self._driver is not None:
+            rows = self._driver.id_tag_with_active_count.rows(self._c, parameters)
+            row = rows[0] if rows else None
+        else:
+            row = self._c.execute(_GET_ID_TAG_WITH_ACTIVE_COUNT, parameters).first()
         if row is None:
             return None, 0
         return _id_tag(row[:-1]), int(row[-1])
@@ -706,11 +739,12 @@ _LOCK_FOR_START = select(
 
 
 class SqlTransactions:
-    __slots__ = ("_c", "_sql")
+    __slots__ = ("_c", "_driver", "_sql")
 
     def __init__(self, connection: Connection, sql: HotSql) -> None:
         self._c = connection
         self._sql = sql
+        self._driver = driver_reads(connection.dialect)
 
     def lock_for_start(self, charge_point_id: str, id_tag: str) -> None:
         # cluster: both row locks in one round trip (kilowatt.cluster)
@@ -757,16 +791,18 @@ class SqlTransactions:
         started_at: datetime,
         meter_start: int,
     ) -> tuple[Transaction | None, list[Transaction]]:
-        rows = self._c.execute(
-            _FIND_FOR_START,
-            {
-                "cp": charge_point_id,
-                "connector": connector_id,
-                "id_tag": id_tag,
-                "started_at": started_at,
-                "meter_start": meter_start,
-            },
-        )
+        parameters = {
+            "cp": charge_point_id,
+            "connector": connector_id,
+            "id_tag": id_tag,
+            "started_at": started_at,
+            "meter_start": meter_start,
+        }
+        rows: Sequence[Sequence[Any]]
+        if self._driver is not None:
+            rows = self._driver.find_for_start.rows(self._c, parameters)
+        else:
+            rows = self._c.execute(_FIND_FOR_START, parameters).all()
         started: Transaction | None = None
         active: list[Transaction] = []
         for row in rows:
