@@ -13,6 +13,7 @@ from kilowatt.store.sql.database import SqlStore
 from kilowatt.store.sql.repositories import (
     _FIND_FOR_START,
     _GET_ID_TAG_WITH_ACTIVE_COUNT,
+    _GET_TRANSACTION,
     driver_reads,
 )
 
@@ -75,6 +76,10 @@ def both_paths(repos: Repositories) -> list[tuple[list[Any], list[Any]]]:
         }
         core = [tuple(row) for row in connection.execute(_FIND_FOR_START, parameters)]
         pairs.append((core, reads.find_for_start.rows(connection, parameters)))
+    for transaction_id in (1, 2, 3, 99):
+        by_id = {"id": transaction_id}
+        core = [tuple(row) for row in connection.execute(_GET_TRANSACTION, by_id)]
+        pairs.append((core, reads.transaction.rows(connection, by_id)))
     return pairs
 
 
@@ -107,9 +112,11 @@ async def test_on_sqlite_the_hot_reads_skip_sqlalchemy_s_execution(
         started, others = await sqlite_store.read(
             lambda r: r.transactions.find_for_start("CP-1", 1, "TAG-1", T0, 100)
         )
+        stopped = await sqlite_store.read(lambda r: r.transactions.get(1))
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert tag is not None and tag.status is AuthorizationStatus.BLOCKED and active == 2
     assert started is not None and started.state is TransactionState.COMPLETED
     assert [t.meter_start for t in others] == [300]
+    assert stopped is not None and stopped.flags == ("clock_skew", "stopped_twice")
     assert not [s for s in seen if "FROM transactions" in s or "FROM id_tags" in s]

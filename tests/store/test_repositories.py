@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from kilowatt.domain.meter import parse_value
+from kilowatt.domain.meter import parse_meter_values, parse_value
 from kilowatt.domain.models import (
     AuthorizationStatus,
     BootInfo,
@@ -907,6 +907,36 @@ async def test_add_many_stores_nothing_twice(store: SqlStore) -> None:
         (at(60), "Energy.Active.Import.Register", "200"),
         (at(120), "Energy.Active.Import.Register", "300"),
         (at(180), "Energy.Active.Import.Register", "4"),
+    ]
+
+
+async def test_add_many_keeps_each_meter_value_s_own_timestamp(store: SqlStore) -> None:
+    # Parsed samples of one meterValue share one timestamp object (converted once
+    # for all of them); the next meterValue's samples have their own.
+    samples = parse_meter_values(
+        "CP-1",
+        1,
+        1,
+        [
+            {
+                "timestamp": "2026-01-01T00:00:00Z",
+                "sampledValue": [{"value": "1"}, {"value": "2", "measurand": "SoC"}],
+            },
+            {
+                "timestamp": "2026-01-01T00:01:00+01:00",
+                "sampledValue": [{"value": "3"}, {"value": "4", "measurand": "SoC"}],
+            },
+        ],
+    )
+    await store.write(lambda r: r.meter_values.add_many(samples, at(1)))
+    stored = await store.read(lambda r: r.meter_values.list_for_transaction(1))
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    second = datetime(2025, 12, 31, 23, 1, tzinfo=UTC)
+    assert sorted((s.timestamp, s.raw_value) for s in stored) == [
+        (second, "3"),
+        (second, "4"),
+        (first, "1"),
+        (first, "2"),
     ]
 
 

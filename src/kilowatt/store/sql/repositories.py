@@ -388,11 +388,12 @@ _FIND_FOR_START = union_all(
 class _DriverReads:
     """The hot path's reads as :class:`DriverQuery` (SQLite), one set per dialect."""
 
-    __slots__ = ("find_for_start", "id_tag_with_active_count")
+    __slots__ = ("find_for_start", "id_tag_with_active_count", "transaction")
 
     def __init__(self, dialect: Dialect) -> None:
         self.find_for_start = DriverQuery(_FIND_FOR_START, dialect)
         self.id_tag_with_active_count = DriverQuery(_GET_ID_TAG_WITH_ACTIVE_COUNT, dialect)
+        self.transaction = DriverQuery(_GET_TRANSACTION, dialect)  # StopTransaction's
 
 
 _driver_reads: weakref.WeakKeyDictionary[Dialect, _DriverReads] = weakref.WeakKeyDictionary()
@@ -753,7 +754,13 @@ class SqlTransactions:
         self._c.execute(_LOCK_FOR_START, {"cp": charge_point_id, "id_tag": id_tag})
 
     def get(self, transaction_id: int) -> Transaction | None:
-        row = self._c.execute(_GET_TRANSACTION, {"id": transaction_id}).first()
+        parameters = {"id": transaction_id}
+        row: Sequence[Any] | None
+        if self._driver is not None:
+            rows = self._driver.transaction.rows(self._c, parameters)
+            row = rows[0] if rows else None
+        else:
+            row = self._c.execute(_GET_TRANSACTION, parameters).first()
         return None if row is None else _transaction(row)
 
     def find_started(
@@ -939,13 +946,20 @@ class SqlMeterValues:
         # (see _Appends) could not tell it anyway.
         to_datetime = self._sql.datetime
         received = to_datetime(received_at)
-        self._rows.add(
-            [
+        rows = []
+        # The samples of one meterValue share its timestamp: converted once.
+        last: datetime | None = None
+        when: Any = None
+        for s in samples:
+            if s.timestamp is not last:
+                last = s.timestamp
+                when = to_datetime(last)
+            rows.append(
                 (
                     s.charge_point_id,
                     s.connector_id,
                     s.transaction_id,
-                    to_datetime(s.timestamp),
+                    when,
                     s.measurand,
                     s.phase or "",
                     s.unit,
@@ -956,9 +970,8 @@ class SqlMeterValues:
                     None if s.value is None else float(s.value),
                     received,
                 )
-                for s in samples
-            ]
-        )
+            )
+        self._rows.add(rows)
 
     def list_for_transaction(self, transaction_id: int) -> list[MeterSample]:
         self._rows.flush()
