@@ -55,7 +55,7 @@ def seed(repos: Repositories) -> None:
 def both_paths(repos: Repositories) -> list[tuple[list[Any], list[Any]]]:
     connection: Connection = repos.connection  # type: ignore[attr-defined]
     reads = driver_reads(connection.dialect)
-    assert reads is not None
+    assert reads.find_for_start and reads.id_tag_with_active_count and reads.transaction
     pairs = []
     for tag in ("TAG-1", "TAG-2", "NOPE"):
         parameters = {"id_tag": tag}

@@ -386,28 +386,38 @@ _FIND_FOR_START = union_all(
 
 
 class _DriverReads:
-    """The hot path's reads as :class:`DriverQuery` (SQLite), one set per dialect."""
+    """The hot path's reads as :class:`DriverQuery`, one set per dialect: on SQLite;
+    None each on PostgreSQL, where they take the Core path."""
 
     __slots__ = ("find_for_start", "id_tag_with_active_count", "transaction")
 
     def __init__(self, dialect: Dialect) -> None:
-        self.find_for_start = DriverQuery(_FIND_FOR_START, dialect)
-        self.id_tag_with_active_count = DriverQuery(_GET_ID_TAG_WITH_ACTIVE_COUNT, dialect)
-        self.transaction = DriverQuery(_GET_TRANSACTION, dialect)  # StopTransaction's
+        def query(statement: Any) -> DriverQuery | None:
+            return DriverQuery(statement, dialect) if dialect.name == "sqlite" else None
+
+        self.find_for_start = query(_FIND_FOR_START)
+        self.id_tag_with_active_count = query(_GET_ID_TAG_WITH_ACTIVE_COUNT)
+        self.transaction = query(_GET_TRANSACTION)  # StopTransaction's
 
 
 _driver_reads: weakref.WeakKeyDictionary[Dialect, _DriverReads] = weakref.WeakKeyDictionary()
 
 
-def driver_reads(dialect: Dialect) -> _DriverReads | None:
-    """SQLite: the hot reads run on the driver; None (PostgreSQL): the Core path."""
-    if dialect.name != "sqlite":
-        return None
+def driver_reads(dialect: Dialect) -> _DriverReads:
     try:
         return _driver_reads[dialect]
     except KeyError:
         reads = _driver_reads[dialect] = _DriverReads(dialect)
         return reads
+
+
+def _rows(
+    connection: Connection, fast: DriverQuery | None, statement: Any, parameters: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
+    """The rows of ``statement``: on the driver when it has a :class:`DriverQuery`."""
+    if fast is not None:
+        return fast.rows(connection, parameters)
+    return connection.execute(statement, parameters).all()
 
 
 class _Appends:
@@ -683,15 +693,15 @@ class SqlIdTags:
         return None if row is None else _id_tag(row)
 
     def get_with_active_count(self, id_tag: str) -> tuple[IdTag | None, int]:
-        parameters = {"id_tag": id_tag}
-        row: Sequence[Any] | None
-        if self._driver is not None:
-            rows = self._driver.id_tag_with_active_count.rows(self._c, parameters)
-            row = rows[0] if rows else None
-        else:
-            row = self._c.execute(_GET_ID_TAG_WITH_ACTIVE_COUNT, parameters).first()
-        if row is None:
+        rows = _rows(
+            self._c,
+            self._driver.id_tag_with_active_count,
+            _GET_ID_TAG_WITH_ACTIVE_COUNT,
+            {"id_tag": id_tag},
+        )
+        if not rows:
             return None, 0
+        row = rows[0]
         return _id_tag(row[:-1]), int(row[-1])
 
     def list_id_tags(self, *, limit: int = 1000, offset: int = 0) -> list[IdTag]:
@@ -754,14 +764,8 @@ class SqlTransactions:
         self._c.execute(_LOCK_FOR_START, {"cp": charge_point_id, "id_tag": id_tag})
 
     def get(self, transaction_id: int) -> Transaction | None:
-        parameters = {"id": transaction_id}
-        row: Sequence[Any] | None
-        if self._driver is not None:
-            rows = self._driver.transaction.rows(self._c, parameters)
-            row = rows[0] if rows else None
-        else:
-            row = self._c.execute(_GET_TRANSACTION, parameters).first()
-        return None if row is None else _transaction(row)
+        rows = _rows(self._c, self._driver.transaction, _GET_TRANSACTION, {"id": transaction_id})
+        return _transaction(rows[0]) if rows else None
 
     def find_started(
         self,
@@ -805,11 +809,7 @@ class SqlTransactions:
             "started_at": started_at,
             "meter_start": meter_start,
         }
-        rows: Sequence[Sequence[Any]]
-        if self._driver is not None:
-            rows = self._driver.find_for_start.rows(self._c, parameters)
-        else:
-            rows = self._c.execute(_FIND_FOR_START, parameters).all()
+        rows = _rows(self._c, self._driver.find_for_start, _FIND_FOR_START, parameters)
         started: Transaction | None = None
         active: list[Transaction] = []
         for row in rows:
