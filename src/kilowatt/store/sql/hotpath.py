@@ -361,11 +361,13 @@ class DriverQuery:
         self._sql = str(compiled)
         self._names: tuple[str, ...] = tuple(positions)
         self._defaults: dict[str, Any] = dict(compiled.params)
+        # Each type's implementation for this dialect, as SQLAlchemy's execution uses.
         self._binds = tuple(
-            compiled.binds[name].type._cached_bind_processor(dialect) for name in self._names
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self._names
         )
         self._results = tuple(
-            column.type._cached_result_processor(dialect, None)
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.selected_columns
         )
 
