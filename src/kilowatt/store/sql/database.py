@@ -284,10 +284,9 @@ class _SqliteWriter:
             try:
                 _sync_file(*sync_paths)
             except Exception as exc:
-                post(self._synced, taken, results, started, exc)
+                post(self._synced, taken, results, started, exc, 0.0)
             else:
-                post(self._fsynced, time.perf_counter() - began)
-                post(self._synced, taken, results, started, None)
+                post(self._synced, taken, results, started, None, time.perf_counter() - began)
 
         self._thread.submit(run)
 
@@ -311,9 +310,12 @@ class _SqliteWriter:
             except Exception:
                 log.exception("fsync metrics failed")
 
-    def _synced(self, taken: list[_Job], results: list[Any], started: float, error: Any) -> None:
+    def _synced(
+        self, taken: list[_Job], results: list[Any], started: float, error: Any, seconds: float
+    ) -> None:
         self._unsynced -= 1
         if error is None:
+            self._fsynced(seconds)
             self._answer(taken, results, started)
         else:
             # Committed, but not known to be on disk: nobody is told it is. A charge

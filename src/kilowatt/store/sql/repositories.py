@@ -76,7 +76,7 @@ def _state_is(state: TransactionState) -> Any:
     lookups cost 45 µs instead of 6, Authorize's 19 instead of 4. A literal is decided
     once. (The value is one of the enum's own, never user input.)
     """
-    return _tx.state == literal_column(f"'{TransactionState(state).value}'")
+    return _tx.state == literal_column(f"'{state.value}'")
 
 
 def _insert_ignoring_duplicates(connection: Connection, table: Any) -> Any:
@@ -684,9 +684,9 @@ class SqlChargePoints:
 class SqlIdTags:
     __slots__ = ("_c", "_driver")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, driver: _DriverReads) -> None:
         self._c = connection
-        self._driver = driver_reads(connection.dialect)
+        self._driver = driver
 
     def get(self, id_tag: str) -> IdTag | None:
         row = self._c.execute(_GET_ID_TAG, {"id_tag": id_tag}).first()
@@ -752,10 +752,10 @@ _LOCK_FOR_START = select(
 class SqlTransactions:
     __slots__ = ("_c", "_driver", "_sql")
 
-    def __init__(self, connection: Connection, sql: HotSql) -> None:
+    def __init__(self, connection: Connection, sql: HotSql, driver: _DriverReads) -> None:
         self._c = connection
         self._sql = sql
-        self._driver = driver_reads(connection.dialect)
+        self._driver = driver
 
     def lock_for_start(self, charge_point_id: str, id_tag: str) -> None:
         # cluster: both row locks in one round trip (kilowatt.cluster)
@@ -1030,8 +1030,9 @@ class SqlRepositories:
         self.api_tokens = SqlApiTokens(connection)
         self.charge_points = SqlChargePoints(connection, sql, status_rows, connector_rows)
         self.configuration = SqlConfiguration(connection)
-        self.id_tags = SqlIdTags(connection)
-        self.transactions = SqlTransactions(connection, sql)
+        driver = driver_reads(connection.dialect)
+        self.id_tags = SqlIdTags(connection, driver)
+        self.transactions = SqlTransactions(connection, sql, driver)
         self.meter_values = SqlMeterValues(connection, sql, meter_rows)
 
     def flush(self) -> None:
