@@ -16,8 +16,15 @@ from kilowatt.gateway.auth import CredentialStore
 StartApp = Callable[..., Awaitable[Application]]
 
 # What every test application has, unless a test says otherwise: a free port, no
-# keepalive pings, and outgoing frames validated strictly (a bug of ours fails).
-TEST_SETTINGS: Mapping[str, Any] = {"port": 0, "ping_interval": 0, "strict_outgoing": True}
+# keepalive pings, outgoing frames validated strictly (a bug of ours fails), and the
+# message log written in the test's own process (no child process started for each
+# of hundreds of applications; tests/events/test_message_log.py runs it both ways).
+TEST_SETTINGS: Mapping[str, Any] = {
+    "port": 0,
+    "ping_interval": 0,
+    "strict_outgoing": True,
+    "message_log_process": False,
+}
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -29,6 +29,7 @@ from kilowatt.gateway.connection import combine_observers
 from kilowatt.gateway.registry import ConnectionRegistry
 from kilowatt.gateway.server import Gateway, GatewayConfig
 from kilowatt.gateway.tls import build_server_ssl_context
+from kilowatt.message_log_process import ShippedMessageLog
 from kilowatt.metrics import Metrics
 from kilowatt.ocpp16.handlers.core import core_routes
 from kilowatt.ocpp16.handlers.notifications import notification_routes
@@ -46,7 +47,7 @@ from kilowatt.services.events import EventService, SecurityEventService
 from kilowatt.services.message_log import MessageLog
 from kilowatt.services.transactions import TransactionService
 from kilowatt.services.webhooks import WebhookDispatcher
-from kilowatt.store.sql.database import SqlStore, open_store
+from kilowatt.store.sql.database import SqlStore, normalize_url, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import current_revision, head_revision, upgrade
 from kilowatt.tracing import TracedCommandBus, load_tracer, traced_routes
@@ -86,6 +87,8 @@ class Services:
     events: EventService | None = None
     webhooks: WebhookDispatcher | None = None
     message_log: MessageLog | None = None
+    # The message log's database when it is not ``store`` (closed with it).
+    message_log_store: SqlStore | None = None
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
@@ -96,6 +99,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         commit_delay=settings.sqlite_commit_delay,
     )
     events, webhooks = _build_events(settings, clock)
+    message_log, message_log_store = _build_message_log(settings, store, clock)
     data_transfer = DataTransferRegistry()
     data_transfer.load_entry_points()
     return Services(
@@ -121,7 +125,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         ),
         events=events,
         webhooks=webhooks,
-        message_log=_build_message_log(settings, store, clock),
+        message_log=message_log,
+        message_log_store=message_log_store,
     )
 
 
@@ -184,7 +189,13 @@ class Application:
             await self.services.charge_points.reset_connection_state()
         else:  # never reset in a cluster: other nodes hold connections (kilowatt.cluster)
             await self.cluster.start()
-        await _start_events(self.services)
+        try:
+            await _start_events(self.services)
+        except BaseException:
+            # Nothing serves yet: release what was opened (threads, connections).
+            await _stop_events(self.services, grace=0)
+            await self.services.store.close()
+            raise
         await self.gateway.start()
         if self.http is not None and settings.api_port is not None:
             self._api_listener = await asyncio.get_running_loop().create_server(
@@ -514,23 +525,53 @@ def _build_events(
     return EventService(bus, clock, [webhooks] if webhooks is not None else []), webhooks
 
 
-def _build_message_log(settings: Settings, store: SqlStore, clock: Clock) -> MessageLog | None:
+def _build_message_log(
+    settings: Settings, store: SqlStore, clock: Clock
+) -> tuple[MessageLog | None, SqlStore | None]:
+    """The message log, and the store of its own database if it has one."""
     if not settings.message_log_enabled:
-        return None
-    return MessageLog(
-        SqlMessageLog(store),
-        clock,
-        max_payload=settings.message_log_max_payload,
-        flush_interval=settings.message_log_flush_interval,
-        buffer_size=settings.message_log_buffer_size,
-        retention_days=settings.message_log_retention_days,
+        return None, None
+    url = normalize_url(settings.message_log_url)
+    own = url.render_as_string(hide_password=False) != store.url.render_as_string(
+        hide_password=False
     )
+    log_store = SqlStore(url, sqlite_synchronous=settings.sqlite_synchronous) if own else store
+    options: dict[str, Any] = {
+        "max_payload": settings.message_log_max_payload,
+        "buffer_size": settings.message_log_buffer_size,
+        "retention_days": settings.message_log_retention_days,
+    }
+    # Not in the main SQLite file: the child would starve for its write lock
+    # (kilowatt.message_log_process).
+    if settings.message_log_process and (own or log_store.dialect != "sqlite"):
+        config = {
+            "url": url.render_as_string(hide_password=False),
+            "sqlite_synchronous": settings.sqlite_synchronous,
+            "flush_interval": settings.message_log_flush_interval,
+            "log_level": settings.log_level,
+            "log_format": settings.log_format,
+            **options,
+        }
+        message_log: MessageLog = ShippedMessageLog(
+            SqlMessageLog(log_store), clock, config=config, **options
+        )
+    else:
+        message_log = MessageLog(
+            SqlMessageLog(log_store),
+            clock,
+            flush_interval=settings.message_log_flush_interval,
+            **options,
+        )
+    return message_log, log_store if own else None
 
 
 async def _start_events(services: Services) -> None:
     if services.webhooks is not None:
         await services.webhooks.start()
     if services.message_log is not None:
+        own = services.message_log_store
+        if own is not None and not isinstance(services.message_log, ShippedMessageLog):
+            await SqlMessageLog(own).create_table()  # the log's process creates its own
         await services.message_log.start()
 
 
@@ -539,6 +580,8 @@ async def _stop_events(services: Services, *, grace: float) -> None:
         await services.webhooks.close(grace=grace)
     if services.message_log is not None:
         await services.message_log.close()
+    if services.message_log_store is not None:
+        await services.message_log_store.close()
 
 
 # ------------------------------------------------------------------------- cluster

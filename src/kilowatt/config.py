@@ -7,7 +7,7 @@ that names the setting and says what is expected.
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
@@ -197,6 +197,19 @@ class Settings(BaseSettings):
     message_log_enabled: bool = Field(
         True, description="Log every OCPP frame in and out (GET .../charge-points/{id}/messages)."
     )
+    message_log_database_url: str | None = Field(
+        None,
+        description="Database of the message log. Unset: the database itself, except with "
+        "SQLite and message_log_process, where it is a file of its own beside the "
+        "database's (kilowatt-messages.db beside kilowatt.db).",
+    )
+    message_log_process: bool = Field(
+        True,
+        description="Parse, redact and write the message log in a process of its own, off "
+        "the event loop that serves the charge points; false: in the server's process. "
+        "(With SQLite and the log in the main database file, always in the server's "
+        "process.)",
+    )
     message_log_max_payload: int = Field(
         4096, ge=64, description="Bytes of each frame kept in the message log; longer is cut."
     )
@@ -304,8 +317,31 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def message_log_url(self) -> str:
+        """The message log's database (``message_log_database_url``, or derived)."""
+        if self.message_log_database_url is not None:
+            return self.message_log_database_url
+        if not self.message_log_process:
+            return self.database_url  # written by the server's own SQLite writer
+        return sibling_sqlite_url(self.database_url, "-messages") or self.database_url
+
+    @property
     def tls_enabled(self) -> bool:
         return self.tls_cert_file is not None or self.tls_ec_cert_file is not None
+
+
+def sibling_sqlite_url(url: str, suffix: str) -> str | None:
+    """For ``sqlite:///DIR/NAME.EXT``: ``sqlite:///DIR/NAME{suffix}.EXT``, a file beside
+    it; None for any other database (PostgreSQL, SQLite in memory)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.split("+", 1)[0] != "sqlite" or not rest.startswith("/"):
+        return None  # not SQLite, or sqlite:// (in memory)
+    path, mark, query = rest[1:].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:") or "mode=memory" in query:
+        return None
+    database = PurePath(path)
+    sibling = database.with_name(f"{database.stem}{suffix}{database.suffix}")
+    return f"{scheme}:///{sibling}{mark}{query}"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

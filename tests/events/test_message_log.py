@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
@@ -12,6 +15,8 @@ import pytest
 
 from kilowatt.app import Application
 from kilowatt.clock import FakeClock
+from kilowatt.config import load_settings
+from kilowatt.message_log_process import MessageLogProcessError, ShippedMessageLog
 from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
 from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
@@ -50,8 +55,20 @@ def _ours(frames: list[LoggedFrame]) -> list[LoggedFrame]:
 # ------------------------------------------------------------------ real app
 
 
-async def test_frames_in_and_out_are_logged_in_order(start_app: StartApp) -> None:
-    app = await start_app()
+@pytest.fixture(params=["inline", "process"])
+def log_app(request: pytest.FixtureRequest, start_app: StartApp) -> StartApp:
+    """``start_app`` with the message log written in the server's process, and in a
+    process of its own (``message_log_process``, the default of ``kilowatt serve``)."""
+    in_process = request.param == "process"
+
+    async def start(**overrides: Any) -> Application:
+        return await start_app(**{"message_log_process": in_process, **overrides})
+
+    return start
+
+
+async def test_frames_in_and_out_are_logged_in_order(log_app: StartApp) -> None:
+    app = await log_app()
     before = datetime.now(UTC)
     async with charge_point(app) as cp:
         await cp.result("BootNotification", BOOT)
@@ -91,8 +108,8 @@ async def test_frames_in_and_out_are_logged_in_order(start_app: StartApp) -> Non
     assert times == sorted(times)
 
 
-async def test_the_background_task_writes_without_being_asked(start_app: StartApp) -> None:
-    app = await start_app(message_log_flush_interval=0.05)
+async def test_the_background_task_writes_without_being_asked(log_app: StartApp) -> None:
+    app = await log_app(message_log_flush_interval=0.05)
     async with charge_point(app) as cp:
         await cp.call("Heartbeat", {})  # not booted: a CALLERROR, logged all the same
         async with asyncio.timeout(TIMEOUT):
@@ -101,8 +118,8 @@ async def test_the_background_task_writes_without_being_asked(start_app: StartAp
     assert _log(app).flushes >= 1
 
 
-async def test_long_frames_are_cut_and_marked(start_app: StartApp) -> None:
-    app = await start_app(message_log_max_payload=100)
+async def test_long_frames_are_cut_and_marked(log_app: StartApp) -> None:
+    app = await log_app(message_log_max_payload=100)
     data = "é" * 300  # two bytes each in UTF-8
     async with charge_point(app) as cp:
         await cp.result("BootNotification", BOOT)
@@ -154,8 +171,8 @@ async def test_retention_deletes_old_rows(start_app: StartApp) -> None:
     assert await _log(app).purge() == 0
 
 
-async def test_api_lists_newest_first_with_filters(start_app: StartApp) -> None:
-    app = await start_app()
+async def test_api_lists_newest_first_with_filters(log_app: StartApp) -> None:
+    app = await log_app()
     headers = await read_token(app)
     async with charge_point(app) as cp:
         await cp.result("BootNotification", BOOT)
@@ -240,18 +257,114 @@ async def test_disabled_log_records_nothing_and_says_so(start_app: StartApp) -> 
     assert "message_log_enabled" in response.json()["error"]["message"]
 
 
-async def test_stop_writes_what_is_buffered(start_app: StartApp) -> None:
-    app = await start_app(message_log_flush_interval=3600)
+async def test_stop_writes_what_is_buffered(log_app: StartApp) -> None:
+    app = await log_app(message_log_flush_interval=3600)
     async with charge_point(app) as cp:
         await cp.call("Heartbeat", {})
     await app.stop()
 
-    store = open_store(app.settings.database_url)
+    store = open_store(app.settings.message_log_url)
     try:
         frames = await SqlMessageLog(store).list_messages("CP1")
     finally:
         await store.close()
     assert [(f.direction, f.action) for f in frames] == [("out", "Heartbeat"), ("in", "Heartbeat")]
+
+
+# ------------------------------------------------- the log's own process
+
+
+def _shipped(app: Application) -> ShippedMessageLog:
+    message_log = _log(app)
+    assert isinstance(message_log, ShippedMessageLog)
+    return message_log
+
+
+async def test_the_process_prepares_and_writes_what_the_server_only_buffers(
+    start_app: StartApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the message log was prepared or written in the server's process")
+
+    # In this (the server's) process, preparing or inserting a frame fails the test;
+    # the child process runs its own, untouched code.
+    monkeypatch.setattr(MessageLog, "_prepare", not_here)
+    monkeypatch.setattr(SqlMessageLog, "insert", not_here)
+    app = await start_app(message_log_process=True, message_log_flush_interval=3600)
+    shipped = _shipped(app)
+    assert shipped.pid is not None and shipped.pid != os.getpid()
+    async with charge_point(app) as cp:
+        await cp.result("BootNotification", BOOT)
+        await cp.result("Heartbeat", {})
+    assert await shipped.flush() > 0  # shipped, and written by the child before it returns
+
+    frames = _ours(await _oldest_first(app))
+    assert [(f.direction, f.action) for f in frames] == [
+        ("in", "BootNotification"),
+        ("out", "BootNotification"),
+        ("in", "Heartbeat"),
+        ("out", "Heartbeat"),
+    ]
+    # In a database file of its own, not the main one (whose writer it would starve).
+    assert app.settings.message_log_url.endswith("k-messages.db")
+    main = open_store(app.settings.database_url)
+    try:
+        assert await SqlMessageLog(main).list_messages("CP1") == []
+    finally:
+        await main.close()
+
+
+async def test_a_log_process_that_dies_is_replaced(start_app: StartApp) -> None:
+    app = await start_app(message_log_process=True, message_log_flush_interval=3600)
+    shipped = _shipped(app)
+    first = shipped.pid
+    assert first is not None
+    async with charge_point(app) as cp:
+        await cp.result("BootNotification", BOOT)
+        await shipped.flush()
+        os.kill(first, signal.SIGKILL)
+        async with asyncio.timeout(TIMEOUT):
+            while shipped.pid is not None:
+                await asyncio.sleep(0.01)
+        await cp.result("Heartbeat", {})
+        await shipped.flush()  # starts another child, which writes the heartbeat
+
+    assert shipped.restarts == 1
+    assert shipped.pid not in (None, first)
+    frames = _ours(await _oldest_first(app))
+    assert [(f.direction, f.action) for f in frames] == [
+        ("in", "BootNotification"),
+        ("out", "BootNotification"),
+        ("in", "Heartbeat"),
+        ("out", "Heartbeat"),
+    ]
+
+
+async def test_a_log_process_that_cannot_start_stops_the_server_from_starting(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    unusable = tmp_path / "a-file-not-a-directory"
+    unusable.write_text("")
+    with pytest.raises(MessageLogProcessError, match="message_log_process = false"):
+        await start_app(
+            message_log_process=True,
+            message_log_database_url=f"sqlite:///{unusable}/messages.db",
+        )
+
+
+def test_where_the_log_is_written() -> None:
+    sqlite = {"database_url": "sqlite:////srv/kw/kilowatt.db"}
+    # Its own process: a file of its own beside the database's.
+    assert load_settings(**sqlite).message_log_url == "sqlite:////srv/kw/kilowatt-messages.db"
+    # The server's process: its own SQLite writer shares the main file fairly.
+    inline = load_settings(**sqlite, message_log_process=False)
+    assert inline.message_log_url == "sqlite:////srv/kw/kilowatt.db"
+    postgres = "postgresql+asyncpg://kw:secret@db/kw"
+    assert load_settings(database_url=postgres).message_log_url == postgres
+    memory = load_settings(database_url="sqlite://")
+    assert memory.message_log_url == "sqlite://"
+    chosen = load_settings(**sqlite, message_log_database_url="sqlite:////var/log/kw.db")
+    assert chosen.message_log_url == "sqlite:////var/log/kw.db"
 
 
 # --------------------------------------------------------- MessageLog alone

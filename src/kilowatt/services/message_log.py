@@ -43,6 +43,7 @@ from kilowatt.domain.configuration import redact_frame
 __all__ = [
     "INCOMING",
     "OUTGOING",
+    "Entry",
     "FrameRow",
     "LoggedFrame",
     "MessageLog",
@@ -67,7 +68,8 @@ HEAD_SPAN = 512
 _HEAD = re.compile(r'\s*\[\s*([234])\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"\\]|\\.)*)")?')
 
 # (charge point, direction, monotonic time, frame, original size or 0 when not cut)
-_Entry = tuple[str, str, float, str | bytes, int]
+Entry = tuple[str, str, float, str | bytes, int]
+_Entry = Entry
 
 
 class FrameRow(NamedTuple):
@@ -201,6 +203,21 @@ class MessageLog:
             self.dropped += 1
         buffer.append((charge_point_id, OUTGOING, self._monotonic(), data, size))
 
+    def accept(self, entries: Sequence[Entry]) -> None:
+        """Buffer frames another process saw (its hot path's entries, as they were):
+        the message log's own process (:mod:`kilowatt.message_log_process`)."""
+        buffer = self._buffer
+        overflow = len(buffer) + len(entries) - self.buffer_size
+        if overflow > 0:
+            self.dropped += overflow  # the deque drops the oldest itself
+        buffer.extend(entries)
+
+    def take(self) -> list[Entry]:
+        """Everything buffered, in order, leaving the buffer empty (to ship it)."""
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
     def _cut(self, data: str | bytes) -> tuple[str | bytes, int]:
         """Keep the start of a long frame (to the byte in :meth:`_prepare`), note its size."""
         if isinstance(data, bytes):
@@ -244,7 +261,10 @@ class MessageLog:
                 return  # close() writes the rest
             with contextlib.suppress(Exception):
                 # flush() logged it (once per outage); the rows are kept for the next round.
-                await self.flush()
+                await self._periodic_flush()
+
+    async def _periodic_flush(self) -> None:
+        await self.flush()
 
     async def _purge_periodically(self) -> None:
         while True:

@@ -116,6 +116,16 @@ class SqlMessageLog:
         self._purge_batch = purge_batch
         self._insert_chunk = insert_chunk
 
+    async def create_table(self) -> None:
+        """Create the table (and its index) if missing: for a database of the log's own
+        (``message_log_database_url``), which the migrations of the main one never
+        touch."""
+
+        def work(connection: Connection) -> None:
+            t.metadata.create_all(connection, tables=[_log], checkfirst=True)
+
+        await self._store.run_sync_admin(work)
+
     async def insert(self, rows: Sequence[FrameRow]) -> None:
         for start in range(0, len(rows), self._insert_chunk):
             chunk = rows[start : start + self._insert_chunk]
