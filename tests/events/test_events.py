@@ -139,6 +139,51 @@ async def test_a_failing_sink_does_not_fail_the_publisher(caplog: pytest.LogCapt
     await bus.close()
 
 
+async def test_nothing_is_built_while_nobody_listens() -> None:
+    class Keeping:
+        def __init__(self) -> None:
+            self.events: list[Event] = []
+
+        def publish(self, event: Event) -> None:
+            self.events.append(event)
+
+    def report(service: EventService) -> None:
+        service.status(
+            "CP1",
+            connector_id=1,
+            status="Charging",
+            error_code="NoError",
+            info=None,
+            vendor_id=None,
+            vendor_error_code=None,
+            timestamp=None,
+            time=NOW,
+        )
+        service.meter_values("CP1", connector_id=1, transaction_id=7, samples=[], time=NOW)
+
+    bus = LocalEventBus()
+    service = EventService(bus, _FixedClock())
+    assert not service.listened
+    report(service)
+    assert bus.published == 0  # no subscriber, no sink: skipped before it was built
+
+    async with bus.subscribe() as subscription:
+        assert service.listened
+        report(service)
+        received = [await subscription.next(timeout=1), await subscription.next(timeout=1)]
+        assert [event.type for event in received] == ["status", "meter_values"]
+    assert not service.listened  # the subscriber went
+    report(service)
+    assert bus.published == 2
+
+    keeping = Keeping()
+    with_sink = EventService(bus, _FixedClock(), [keeping])
+    assert with_sink.listened
+    report(with_sink)
+    assert [event.type for event in keeping.events] == ["status", "meter_values"]
+    await bus.close()
+
+
 class _FixedClock:
     def now(self) -> datetime:
         return NOW

@@ -100,6 +100,12 @@ class EventBus(Protocol):
         """
         ...
 
+    @property
+    def listened(self) -> bool:
+        """Whether an event published now could reach anybody (False: building it can
+        be skipped; events are not kept for later subscribers)."""
+        ...
+
     def subscribe(
         self,
         *,
@@ -225,6 +231,10 @@ class LocalEventBus:
             self.published += 1
             self.deliver(stamped)
         return stamped
+
+    @property
+    def listened(self) -> bool:
+        return bool(self._subscribers)
 
     def deliver(self, event: Event) -> None:
         """Hand an already stamped event to the local subscribers."""

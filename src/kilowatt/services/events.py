@@ -71,6 +71,13 @@ class EventService:
         self._clock = clock
         self._sinks = list(sinks)
 
+    @property
+    def listened(self) -> bool:
+        """Whether anybody takes events now: a sink (webhooks) or a subscriber. The
+        per-type methods build nothing otherwise (two of them run for most OCPP
+        messages)."""
+        return bool(self._sinks) or self.bus.listened
+
     def publish(
         self,
         event_type: str,
@@ -95,6 +102,8 @@ class EventService:
     def connected(
         self, charge_point_id: str, *, remote_address: str, security_profile: int, time: datetime
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "connection",
             charge_point_id,
@@ -109,6 +118,8 @@ class EventService:
     def disconnected(
         self, charge_point_id: str, *, remote_address: str | None, time: datetime
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "connection",
             charge_point_id,
@@ -125,6 +136,8 @@ class EventService:
         known: bool,
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "boot",
             charge_point_id,
@@ -157,6 +170,8 @@ class EventService:
         timestamp: datetime | None,
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "status",
             charge_point_id,
@@ -185,6 +200,8 @@ class EventService:
         reservation_id: int | None,
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "transaction.started",
             charge_point_id,
@@ -218,6 +235,8 @@ class EventService:
         flags: Sequence[str],
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "transaction.stopped",
             charge_point_id,
@@ -247,6 +266,8 @@ class EventService:
         samples: Sequence[MeterSample],
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         latest = latest_energy_register(samples)
         self.publish(
             "meter_values",
@@ -270,6 +291,8 @@ class EventService:
         tech_info: str | None,
         time: datetime,
     ) -> None:
+        if not self.listened:
+            return
         self.publish(
             "security_event",
             charge_point_id,
