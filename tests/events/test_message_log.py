@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import signal
+import struct
+import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -350,6 +354,51 @@ async def test_a_log_process_that_cannot_start_stops_the_server_from_starting(
             message_log_process=True,
             message_log_database_url=f"sqlite:///{unusable}/messages.db",
         )
+
+
+async def test_the_log_process_writes_what_it_holds_when_its_server_goes(tmp_path: Path) -> None:
+    # The server's end of the pipe closing (a clean stop, or the kernel after a crash
+    # of the server): the child writes what it was sent, then exits by itself.
+    url = f"sqlite:///{tmp_path}/messages.db"
+    config = {
+        "url": url,
+        "sqlite_synchronous": "FULL",
+        "flush_interval": 3600.0,  # never on its own: only the end writes
+        "log_level": "warning",
+        "log_format": "kv",
+        "max_payload": 4096,
+        "buffer_size": 1000,
+        "retention_days": 7.0,
+    }
+    entries = [
+        ("CP9", "in", time.monotonic(), '[2,"x1","Heartbeat",{}]', 0),
+        ("CP9", "out", time.monotonic(), b'[3,"x1",{"currentTime":"2026-01-01T00:00:00Z"}]', 0),
+    ]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kilowatt.message_log_process",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    for message in (config, entries):
+        blob = marshal.dumps(message)
+        child.stdin.write(struct.pack("<I", len(blob)) + blob)
+    async with asyncio.timeout(60):
+        assert await child.stdout.readline() == b"ready\n"
+        child.stdin.close()
+        assert await child.wait() == 0
+
+    store = open_store(url)
+    try:
+        frames = await SqlMessageLog(store).list_messages("CP9")
+    finally:
+        await store.close()
+    assert [(f.direction, f.action, f.unique_id) for f in frames] == [
+        ("out", "Heartbeat", "x1"),
+        ("in", "Heartbeat", "x1"),
+    ]
 
 
 def test_where_the_log_is_written() -> None:
