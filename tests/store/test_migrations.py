@@ -150,3 +150,6 @@ async def test_unique_expression_index_on_meter_values_exists(store: SqlStore) -
     columns = ("charge_point_id", "connector_id", "timestamp", "measurand", "phase", "location")
     for column in (*columns, "context"):
         assert column in normalized
+    # The sample's time first (migration 0005): new entries go to the end of the index.
+    listed = normalized.split("(", 1)[1]
+    assert listed.lstrip().startswith("timestamp"), normalized
