@@ -24,7 +24,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 INDEX = "uq_meter_values_sample"
-REST = ["measurand", "phase", "location", "context", sa.text("coalesce(transaction_id, -1)")]
+REST: list[str | sa.TextClause] = [
+    "measurand",
+    "phase",
+    "location",
+    "context",
+    sa.text("coalesce(transaction_id, -1)"),
+]
 
 
 def upgrade() -> None:
