@@ -77,6 +77,8 @@ RESTART_INTERVAL = 5.0
 # Bytes of the pipe's kernel buffer (Linux; the default 64 KiB holds a fraction of
 # a shipment under load).
 PIPE_SIZE = 1 << 20
+# PostgreSQL connections the child keeps (and may open again as many).
+LOG_POOL_SIZE = 1
 # Added to the child's nice value: the server's event loop comes first.
 NICENESS = 10
 
@@ -295,7 +297,10 @@ async def _child() -> int:
     except asyncio.IncompleteReadError:
         return 0  # the server went away before it said anything
     configure_logging(config["log_level"], config["log_format"])
-    store = open_store(config["url"], sqlite_synchronous=config["sqlite_synchronous"])
+    # One insert or purge at a time: a connection or two, not a server's pool.
+    store = open_store(
+        config["url"], sqlite_synchronous=config["sqlite_synchronous"], pool_size=LOG_POOL_SIZE
+    )
     try:
         sql = SqlMessageLog(store)
         try:

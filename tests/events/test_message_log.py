@@ -20,9 +20,13 @@ import pytest
 from kilowatt.app import Application
 from kilowatt.clock import FakeClock
 from kilowatt.config import load_settings
-from kilowatt.message_log_process import MessageLogProcessError, ShippedMessageLog
+from kilowatt.message_log_process import (
+    LOG_POOL_SIZE,
+    MessageLogProcessError,
+    ShippedMessageLog,
+)
 from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
-from kilowatt.store.sql.database import SqlStore, open_store
+from kilowatt.store.sql.database import SqlStore, normalize_url, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import upgrade
 from tests.events.conftest import (
@@ -316,6 +320,36 @@ async def test_the_process_prepares_and_writes_what_the_server_only_buffers(
         assert await SqlMessageLog(main).list_messages("CP1") == []
     finally:
         await main.close()
+
+
+async def test_the_log_process_writes_into_either_database(
+    start_app: StartApp, engine_url: str
+) -> None:
+    # SQLite: a file of its own beside the main one; PostgreSQL: the same database,
+    # through a pool of its own of one connection (not a server's ten).
+    app = await start_app(
+        database_url=engine_url, message_log_process=True, message_log_flush_interval=3600
+    )
+    async with charge_point(app) as cp:
+        await cp.result("BootNotification", BOOT)
+    await _shipped(app).flush()
+    frames = _ours(await _oldest_first(app))
+    assert [(f.direction, f.action) for f in frames] == [
+        ("in", "BootNotification"),
+        ("out", "BootNotification"),
+    ]
+    if engine_url.startswith("postgresql"):
+        assert app.settings.message_log_url == engine_url
+    else:
+        assert app.settings.message_log_url != engine_url
+    assert LOG_POOL_SIZE == 1
+    pooled = SqlStore(normalize_url(engine_url), pool_size=LOG_POOL_SIZE)
+    try:
+        if engine_url.startswith("postgresql"):
+            assert pooled._async_engine is not None
+            assert pooled._async_engine.pool.size() == LOG_POOL_SIZE  # type: ignore[attr-defined]
+    finally:
+        await pooled.close()
 
 
 async def test_a_log_process_that_dies_is_replaced(start_app: StartApp) -> None:
