@@ -55,7 +55,7 @@ from typing import Any
 from kilowatt.clock import Clock, SystemClock
 from kilowatt.services.message_log import MessageLog, MessageLogStore
 
-__all__ = ["MessageLogProcessError", "ShippedMessageLog", "main"]
+__all__ = ["MessageLogProcessError", "ShippedMessageLog", "main", "start_child"]
 
 log = logging.getLogger("kilowatt.message_log")
 
@@ -141,13 +141,7 @@ class ShippedMessageLog(MessageLog):
         self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "kilowatt.message_log_process",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        process = await start_child()
         stdin, stdout = process.stdin, process.stdout
         assert stdin is not None and stdout is not None
         pipe = stdin.get_extra_info("pipe")
@@ -268,6 +262,17 @@ class ShippedMessageLog(MessageLog):
             code = await process.wait()
         if code != 0:
             log.error("the message log process ended with an error", extra={"exit_code": code})
+
+
+async def start_child() -> asyncio.subprocess.Process:
+    """``python -m kilowatt.message_log_process`` with its stdin and stdout piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kilowatt.message_log_process",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
 
 
 def _send(stream: asyncio.StreamWriter, blob: bytes) -> None:

@@ -7,7 +7,6 @@ import marshal
 import os
 import signal
 import struct
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from kilowatt.message_log_process import (
     LOG_POOL_SIZE,
     MessageLogProcessError,
     ShippedMessageLog,
+    start_child,
 )
 from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
 from kilowatt.store.sql.database import SqlStore, normalize_url, open_store
@@ -282,6 +282,14 @@ async def test_stop_writes_what_is_buffered(log_app: StartApp) -> None:
 # ------------------------------------------------- the log's own process
 
 
+BOOT_AND_HEARTBEAT = [
+    ("in", "BootNotification"),
+    ("out", "BootNotification"),
+    ("in", "Heartbeat"),
+    ("out", "Heartbeat"),
+]
+
+
 def _shipped(app: Application) -> ShippedMessageLog:
     message_log = _log(app)
     assert isinstance(message_log, ShippedMessageLog)
@@ -307,12 +315,7 @@ async def test_the_process_prepares_and_writes_what_the_server_only_buffers(
     assert await shipped.flush() > 0  # shipped, and written by the child before it returns
 
     frames = _ours(await _oldest_first(app))
-    assert [(f.direction, f.action) for f in frames] == [
-        ("in", "BootNotification"),
-        ("out", "BootNotification"),
-        ("in", "Heartbeat"),
-        ("out", "Heartbeat"),
-    ]
+    assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
     # In a database file of its own, not the main one (whose writer it would starve).
     assert app.settings.message_log_url.endswith("k-messages.db")
     main = open_store(app.settings.database_url)
@@ -370,12 +373,7 @@ async def test_a_log_process_that_dies_is_replaced(start_app: StartApp) -> None:
     assert shipped.restarts == 1
     assert shipped.pid not in (None, first)
     frames = _ours(await _oldest_first(app))
-    assert [(f.direction, f.action) for f in frames] == [
-        ("in", "BootNotification"),
-        ("out", "BootNotification"),
-        ("in", "Heartbeat"),
-        ("out", "Heartbeat"),
-    ]
+    assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
 
 
 async def test_a_log_process_that_cannot_start_stops_the_server_from_starting(
@@ -408,13 +406,7 @@ async def test_the_log_process_writes_what_it_holds_when_its_server_goes(tmp_pat
         ("CP9", "in", time.monotonic(), '[2,"x1","Heartbeat",{}]', 0),
         ("CP9", "out", time.monotonic(), b'[3,"x1",{"currentTime":"2026-01-01T00:00:00Z"}]', 0),
     ]
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kilowatt.message_log_process",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    child = await start_child()
     assert child.stdin is not None and child.stdout is not None
     for message in (config, entries):
         blob = marshal.dumps(message)

@@ -34,20 +34,13 @@ REST: list[str | sa.TextClause] = [
 
 
 def upgrade() -> None:
-    op.drop_index(INDEX, table_name="meter_values")
-    op.create_index(
-        INDEX,
-        "meter_values",
-        ["timestamp", "charge_point_id", "connector_id", *REST],
-        unique=True,
-    )
+    _recreate(["timestamp", "charge_point_id", "connector_id"])
 
 
 def downgrade() -> None:
+    _recreate(["charge_point_id", "connector_id", "timestamp"])
+
+
+def _recreate(first: list[str]) -> None:
     op.drop_index(INDEX, table_name="meter_values")
-    op.create_index(
-        INDEX,
-        "meter_values",
-        ["charge_point_id", "connector_id", "timestamp", *REST],
-        unique=True,
-    )
+    op.create_index(INDEX, "meter_values", [*first, *REST], unique=True)
