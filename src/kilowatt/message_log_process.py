@@ -29,6 +29,9 @@ per frame) and ships the buffer every :data:`SHIP_INTERVAL` to a child process,
   in the bounded buffer meanwhile, as they do while the database is down. Frames
   shipped to a process that died unflushed are lost: this is a diagnostic log
   (:mod:`kilowatt.services.message_log`), nothing is acknowledged on its strength.
+  It stops reading (stopped, deadlocked): once its pipe has stayed full for
+  ``stop_timeout``, the batch is dropped and the child killed, so that neither the
+  shipments nor a stop of the server wait for it.
 * **SQLite.** The child must not share the main database file: the server's writer
   holds its write lock nearly all the time under load, and SQLite has no queue
   for the lock, so the child would starve. Hence the log's own file
@@ -203,13 +206,19 @@ class ShippedMessageLog(MessageLog):
         batch = self.take()
         try:
             _send(process.stdin, marshal.dumps(batch))
-            await process.stdin.drain()
-        except (ConnectionError, OSError) as exc:
+            # The child reads its pipe while it writes the database: a pipe that stays
+            # full means it is stuck (stopped, deadlocked), and a stop must not wait.
+            async with asyncio.timeout(self._stop_timeout):
+                await process.stdin.drain()
+        except (ConnectionError, OSError, TimeoutError) as exc:
             self.dropped += len(batch)
             log.error(
                 "the message log process stopped taking frames; their batch is lost",
-                extra={"frames": len(batch), "reason": repr(exc)},
+                extra={"frames": len(batch), "reason": repr(exc), "pid": process.pid},
             )
+            if isinstance(exc, TimeoutError):
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # the next shipment starts another
             return 0
         self.shipped += len(batch)
         self.flushes += 1

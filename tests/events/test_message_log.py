@@ -376,6 +376,32 @@ async def test_a_log_process_that_dies_is_replaced(start_app: StartApp) -> None:
     assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
 
 
+async def test_a_stuck_log_process_is_replaced_and_never_holds_the_server(
+    start_app: StartApp,
+) -> None:
+    app = await start_app(message_log_process=True, message_log_flush_interval=3600)
+    shipped = _shipped(app)
+    shipped._stop_timeout = 0.5  # how long a full pipe is waited for
+    stuck = shipped.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)  # alive, reading nothing: its pipe fills up
+    for n in range(1000):
+        shipped.frame_received("CP-LOUD", f'[2,"{n}","DataTransfer",' + "x" * 4000)
+    async with asyncio.timeout(TIMEOUT):
+        assert await MessageLog.flush(shipped) == 0  # shipped nowhere: the pipe stayed full
+    assert shipped.dropped == 1000
+    async with asyncio.timeout(TIMEOUT):
+        while shipped.pid is not None:  # stopped for good (killed)
+            await asyncio.sleep(0.01)
+    async with charge_point(app) as cp:
+        await cp.result("BootNotification", BOOT)
+        await cp.result("Heartbeat", {})
+    await shipped.flush()  # another child writes these
+    assert shipped.restarts == 1
+    frames = _ours(await _oldest_first(app))
+    assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
+
+
 async def test_a_log_process_that_cannot_start_stops_the_server_from_starting(
     start_app: StartApp, tmp_path: Path
 ) -> None:
