@@ -546,6 +546,7 @@ def _build_message_log(
     if settings.message_log_process and (own or log_store.dialect != "sqlite"):
         config = {
             "url": url.render_as_string(hide_password=False),
+            "database": url.render_as_string(hide_password=True),  # for its log lines
             "sqlite_synchronous": settings.sqlite_synchronous,
             "flush_interval": settings.message_log_flush_interval,
             "log_level": settings.log_level,

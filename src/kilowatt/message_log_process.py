@@ -331,6 +331,10 @@ async def _child() -> int:
             retention_days=config["retention_days"],
         )
         await message_log.start()
+        log.info(
+            "message log process ready",
+            extra={"pid": os.getpid(), "database": config.get("database", "?")},
+        )
         try:
             sys.stdout.buffer.write(READY)
             sys.stdout.buffer.flush()
