@@ -592,7 +592,7 @@ async def run(
     node_fds = count + FD_SPARE if node_fd_limit is None else node_fd_limit
     log(f"[cluster] open files limit of this process: soft {soft}, hard {hard}")
     settle = 1.5 * PRESENCE_TTL  # a wrongly closed connection shows within a renewal
-    postgres, redis = start_postgres(), start_redis()
+    postgres, redis = start_postgres(durable=True), start_redis()
     try:
         database = await _create_database(postgres.url)
         a, b = (

@@ -490,7 +490,7 @@ async def amain(args: argparse.Namespace) -> int:
             f"[scaleout] note: {os.cpu_count()} CPUs, shared by the server, the load generator, "
             "PostgreSQL and Redis: a 2nd worker has little CPU to add"
         )
-    postgres, redis = start_postgres(), start_redis()
+    postgres, redis = start_postgres(durable=True), start_redis()
     results: list[Measured] = []
     hop_ms: tuple[list[float], list[float]] | None = None
     services = {

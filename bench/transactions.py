@@ -1,7 +1,8 @@
 """Transactions per second, end to end, with every write committed before its answer.
 
 Starts `kilowatt serve` on a fresh database — SQLite (a new file) and PostgreSQL (a
-throw-away server from the Debian packages, or `--postgres-url`) — registers the
+throw-away server from the Debian packages with PostgreSQL's durable defaults, every
+commit flushed to disk as in production, or `--postgres-url`) — registers the
 charge points' idTags (so that sessions are Accepted, as in a real network) and drives N
 charge points through complete charging sessions (Authorize, StartTransaction,
 10 MeterValues, StopTransaction, with the status notifications between), one
@@ -118,7 +119,7 @@ def main() -> int:
                     from tests.servers import start_postgres
 
                     print("starting a throw-away PostgreSQL …", file=sys.stderr, flush=True)
-                    postgres = start_postgres()
+                    postgres = start_postgres(durable=True)
                     url = postgres.url
                 prepare_postgres(url)
             else:

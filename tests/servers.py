@@ -1,7 +1,9 @@
 """Throw-away PostgreSQL and Redis servers for tests, on 127.0.0.1 only.
 
 ``start_postgres()`` runs ``initdb`` into a temporary directory and starts a
-server tuned for speed (no fsync) on a free port; ``start_redis()`` runs
+server tuned for speed (no fsync) on a free port — ``start_postgres(durable=True)``
+keeps PostgreSQL's durable defaults instead (every commit flushed to disk), which
+is what the benchmarks measure; ``start_redis()`` runs
 ``redis-server`` without persistence. Both honour an environment override
 (``KILOWATT_TEST_POSTGRES_URL``, ``KILOWATT_TEST_REDIS_URL``) that points the
 tests at an existing server instead. PostgreSQL refuses to run as root, so when
@@ -145,8 +147,11 @@ def _run(command: list[str], what: str) -> None:
         )
 
 
-def start_postgres() -> PostgresServer:
-    """Start a throw-away PostgreSQL with database ``kilowatt_test`` (or use the override)."""
+def start_postgres(*, durable: bool = False) -> PostgresServer:
+    """Start a throw-away PostgreSQL with database ``kilowatt_test`` (or use the override).
+
+    ``durable``: PostgreSQL's own defaults (fsync, synchronous commit, full page
+    writes), as a production server runs; otherwise the tests' fast, unsafe ones."""
     override = os.environ.get(POSTGRES_ENV)
     if override:
         _log(f"using PostgreSQL from ${POSTGRES_ENV}")
@@ -200,7 +205,7 @@ def start_postgres() -> PostgresServer:
             ],
             "initdb",
         )
-        port = _start_postgres_on_free_port(pg_ctl, directory)
+        port = _start_postgres_on_free_port(pg_ctl, directory, durable=durable)
         _run(
             [
                 *prefix,
@@ -224,13 +229,14 @@ def start_postgres() -> PostgresServer:
     return server
 
 
-def _start_postgres_on_free_port(pg_ctl: list[str], directory: Path, attempts: int = 3) -> int:
+def _start_postgres_on_free_port(
+    pg_ctl: list[str], directory: Path, attempts: int = 3, *, durable: bool = False
+) -> int:
     for attempt in range(1, attempts + 1):
         port = _free_port()
-        options = (
-            f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
             _run(
                 [
