@@ -395,6 +395,8 @@ def create_app(
     registry = ConnectionRegistry()
     spec = protocol_spec()
     metrics = Metrics(actions=spec.known, connections=registry, store=services.store)
+    if services.message_log is not None:
+        metrics.attach_message_log(services.message_log)
     cluster = _cluster(settings, services, registry)
     bus: CommandBus = LocalCommandBus(registry) if cluster is None else cluster.commands
     if settings.tracing:  # wrapped here, so that tracing off costs nothing per message

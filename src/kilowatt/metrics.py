@@ -162,6 +162,13 @@ class MeasuredStore(Protocol):
     async def read(self, work: Callable[[Repositories], T]) -> T: ...
 
 
+class MeasuredLog(Protocol):
+    """The message log, as the metrics see it (:mod:`kilowatt.services.message_log`)."""
+
+    @property
+    def dropped(self) -> int: ...
+
+
 class Connections(Protocol):
     """The connections of this process (``kilowatt.gateway.registry.ConnectionRegistry``)."""
 
@@ -193,6 +200,7 @@ class Metrics:
         self._call_errors: dict[tuple[str, str, str], int] = {}
         self._connections = connections
         self._store: MeasuredStore | None = None
+        self._message_log: MeasuredLog | None = None
         self._unit_of_work = _Histogram(COMMIT_BUCKETS)
         self._group_size = _Histogram(GROUP_SIZE_BUCKETS)
         self._fsync = _Histogram(FSYNC_BUCKETS)
@@ -207,6 +215,10 @@ class Metrics:
                 GCCollector(registry=self.registry)
         if store is not None:
             self.attach_store(store)
+
+    def attach_message_log(self, message_log: MeasuredLog) -> None:
+        """Report the message log's lost frames (and its process's restarts)."""
+        self._message_log = message_log
 
     def attach_store(self, store: MeasuredStore) -> None:
         self._store = store
@@ -342,6 +354,22 @@ class Metrics:
                     "Active transactions in the database (all charge points, every "
                     f"process; counted at most every {self.active_transactions_max_age:g} s).",
                     self._active_transactions,
+                )
+        message_log = self._message_log
+        if message_log is not None:
+            yield CounterMetricFamily(
+                "kilowatt_message_log_frames_dropped",
+                "Frames the message log lost: its buffer was full (the database fell "
+                "behind), or its process stopped taking them.",
+                value=message_log.dropped,
+            )
+            restarts = getattr(message_log, "restarts", None)
+            if restarts is not None:  # written by a process of its own
+                yield CounterMetricFamily(
+                    "kilowatt_message_log_process_restarts",
+                    "Times the message log's process was started again after it died "
+                    "or stopped taking frames.",
+                    value=restarts,
                 )
         yield from self._ocpp_families()
         yield _histogram(

@@ -398,6 +398,10 @@ async def test_a_stuck_log_process_is_replaced_and_never_holds_the_server(
         await cp.result("Heartbeat", {})
     await shipped.flush()  # another child writes these
     assert shipped.restarts == 1
+    assert app.metrics is not None
+    scraped = app.metrics.render().decode()
+    assert "kilowatt_message_log_frames_dropped_total 1000.0" in scraped
+    assert "kilowatt_message_log_process_restarts_total 1.0" in scraped
     frames = _ours(await _oldest_first(app))
     assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
 

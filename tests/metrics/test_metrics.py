@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from kilowatt.app import Application, create_app
 from kilowatt.config import ConfigError, load_settings
+from kilowatt.metrics import Metrics
 from kilowatt.protocol.errors import CallErrorReceived, CallTimeout
 from kilowatt.services.api_tokens import Role
 from kilowatt.simulator import Scenario, SimulationConfig, run_simulation
@@ -292,3 +293,32 @@ def test_tracing_without_opentelemetry_fails_at_start(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match="OpenTelemetry is not installed"):
         load_settings(tracing=True)
     assert load_settings(tracing=False).tracing is False
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name, frozenset(sample.labels.items())] = sample.value
+    return samples
+
+
+def test_message_log_losses_and_restarts_are_counted() -> None:
+    class InProcess:
+        dropped = 3
+
+    class Shipped:
+        dropped = 5
+        restarts = 2
+
+    inline = Metrics(process_metrics=False)
+    inline.attach_message_log(InProcess())
+    samples = parse(inline.render().decode())
+    assert value(samples, "kilowatt_message_log_frames_dropped_total") == 3
+    assert ("kilowatt_message_log_process_restarts_total", frozenset()) not in samples
+
+    shipped = Metrics(process_metrics=False)
+    shipped.attach_message_log(Shipped())
+    samples = parse(shipped.render().decode())
+    assert value(samples, "kilowatt_message_log_frames_dropped_total") == 5
+    assert value(samples, "kilowatt_message_log_process_restarts_total") == 2
