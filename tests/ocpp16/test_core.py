@@ -310,6 +310,24 @@ async def test_concurrent_transactions_limit(app: Application) -> None:
         assert (await cp.result("Authorize", {"idTag": "TWO"}))["idTagInfo"]["status"] == "Accepted"
 
 
+async def test_a_transaction_abandoned_by_a_new_start_no_longer_counts_against_its_tag(
+    app: Application,
+) -> None:
+    await register(app)
+    await add_tag(app, "ONE")  # max_concurrent_transactions = 1
+    async with client(app) as cp:
+        first = {"connectorId": 1, "idTag": "ONE", "meterStart": 0, "timestamp": T0}
+        assert (await cp.result("StartTransaction", first))["idTagInfo"]["status"] == "Accepted"
+        # Its StopTransaction never came: the next start on the connector abandons it,
+        # and the tag's only transaction is then the new one.
+        again = {"connectorId": 1, "idTag": "ONE", "meterStart": 10, "timestamp": T1}
+        answer = await cp.result("StartTransaction", again)
+        assert answer["idTagInfo"]["status"] == "Accepted"
+        assert (await cp.result("Authorize", {"idTag": "ONE"}))["idTagInfo"][
+            "status"
+        ] == "ConcurrentTx"
+
+
 # -------------------------------------------------------- transactions
 
 
