@@ -53,11 +53,7 @@ async def scrape(app: Application) -> Samples:
         response = await client.get(f"http://127.0.0.1:{app.gateway.port}/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[sample.name, frozenset(sample.labels.items())] = sample.value
-    return samples
+    return parse(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -296,6 +292,7 @@ def test_tracing_without_opentelemetry_fails_at_start(monkeypatch: pytest.Monkey
 
 
 def parse(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition, by name and labels."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
