@@ -22,6 +22,7 @@ from kilowatt.store.sql.hotpath import (
     MultiRowInsert,
     hot_sql,
     json_text,
+    per_dialect,
     postgresql_datetime,
     sqlite_datetime,
 )
@@ -153,3 +154,17 @@ def test_sqlite_appends_are_multi_row_postgresql_keeps_executemany() -> None:
     sqlite, postgresql = hot_sql(SQLITE), hot_sql(POSTGRESQL)
     assert sqlite.meter_values_many is not None and sqlite.status_many is not None
     assert postgresql.meter_values_many is None and postgresql.status_many is None
+
+
+def test_per_dialect_builds_once_for_each_dialect_object() -> None:
+    built: list[object] = []
+
+    @per_dialect
+    def thing(dialect: Dialect) -> object:
+        built.append(dialect)
+        return object()
+
+    first, second = pysqlite_dialect(), pysqlite_dialect()  # two engines' dialects
+    assert thing(first) is thing(first)
+    assert thing(second) is not thing(first)
+    assert built == [first, second]

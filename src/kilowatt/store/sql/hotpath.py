@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,6 +31,8 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.sql.dml import UpdateBase
 
 from kilowatt.store.sql import tables as t
+
+T = TypeVar("T")
 
 __all__ = [
     "CONNECTOR_PARAMS",
@@ -44,6 +46,7 @@ __all__ = [
     "bind_values",
     "hot_sql",
     "json_text",
+    "per_dialect",
     "postgresql_datetime",
     "render",
     "sqlite_datetime",
@@ -324,17 +327,24 @@ def _render_all(dialect: Dialect) -> HotSql:
     )
 
 
-_rendered: weakref.WeakKeyDictionary[Dialect, HotSql] = weakref.WeakKeyDictionary()
+def per_dialect(build: Callable[[Dialect], T]) -> Callable[[Dialect], T]:
+    """``build(dialect)`` made once per dialect object (an engine's own), on first use:
+    what is rendered or compiled follows that dialect's settings and server version.
+    Forgotten with the dialect (tests make many engines)."""
+    made: weakref.WeakKeyDictionary[Dialect, T] = weakref.WeakKeyDictionary()
+
+    def get(dialect: Dialect) -> T:
+        try:
+            return made[dialect]
+        except KeyError:
+            value = made[dialect] = build(dialect)
+            return value
+
+    return get
 
 
-def hot_sql(dialect: Dialect) -> HotSql:
-    """The statements for ``dialect`` (an engine's own dialect object), rendered on
-    first use: the rendering follows that dialect's settings and server version."""
-    try:
-        return _rendered[dialect]
-    except KeyError:
-        rendered = _rendered[dialect] = _render_all(dialect)
-        return rendered
+# The statements for a dialect, rendered on its first use.
+hot_sql = per_dialect(_render_all)
 
 
 class DriverQuery:

@@ -26,7 +26,6 @@ writing, the few rows around the boundary may go a moment early or late.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,7 @@ from sqlalchemy import Connection, Dialect, Row, delete, func, insert, select
 from kilowatt.services.message_log import FrameRow, LoggedFrame
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.database import SqlStore
-from kilowatt.store.sql.hotpath import MultiRowInsert, bind_values, hot_sql, render
+from kilowatt.store.sql.hotpath import MultiRowInsert, bind_values, hot_sql, per_dialect, render
 
 __all__ = ["SqlMessageLog"]
 
@@ -49,26 +48,14 @@ _log = t.message_log
 # FrameRow's fields, in order: the parameters of the rendered INSERT.
 _COLUMNS = FrameRow._fields
 
-_rendered: weakref.WeakKeyDictionary[Dialect, str] = weakref.WeakKeyDictionary()
-_many: weakref.WeakKeyDictionary[Dialect, MultiRowInsert] = weakref.WeakKeyDictionary()
 
-
-def _insert_many(dialect: Dialect) -> MultiRowInsert:
-    # SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL).
-    try:
-        return _many[dialect]
-    except KeyError:
-        many = _many[dialect] = MultiRowInsert(_insert_sql(dialect))
-        return many
-
-
+@per_dialect
 def _insert_sql(dialect: Dialect) -> str:
-    try:
-        return _rendered[dialect]
-    except KeyError:
-        statement = insert(_log).values(bind_values(_log, _COLUMNS))
-        sql = _rendered[dialect] = render(statement, dialect, _COLUMNS)
-        return sql
+    return render(insert(_log).values(bind_values(_log, _COLUMNS)), dialect, _COLUMNS)
+
+
+# SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL).
+_insert_many = per_dialect(lambda dialect: MultiRowInsert(_insert_sql(dialect)))
 
 
 def _logged(row: Row[Any]) -> LoggedFrame:

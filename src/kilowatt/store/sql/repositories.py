@@ -20,7 +20,6 @@ its own writes.
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -61,7 +60,14 @@ from kilowatt.store.base import AlreadyExists
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.api_tokens import SqlApiTokens
 from kilowatt.store.sql.configuration import SqlConfiguration
-from kilowatt.store.sql.hotpath import DriverQuery, HotSql, MultiRowInsert, hot_sql, json_text
+from kilowatt.store.sql.hotpath import (
+    DriverQuery,
+    HotSql,
+    MultiRowInsert,
+    hot_sql,
+    json_text,
+    per_dialect,
+)
 
 __all__ = ["SqlRepositories"]
 
@@ -400,15 +406,7 @@ class _DriverReads:
         self.transaction = query(_GET_TRANSACTION)  # StopTransaction's
 
 
-_driver_reads: weakref.WeakKeyDictionary[Dialect, _DriverReads] = weakref.WeakKeyDictionary()
-
-
-def driver_reads(dialect: Dialect) -> _DriverReads:
-    try:
-        return _driver_reads[dialect]
-    except KeyError:
-        reads = _driver_reads[dialect] = _DriverReads(dialect)
-        return reads
+driver_reads = per_dialect(_DriverReads)
 
 
 def _rows(
