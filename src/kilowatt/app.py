@@ -534,9 +534,7 @@ def _build_message_log(
     if not settings.message_log_enabled:
         return None, None
     url = normalize_url(settings.message_log_url)
-    own = url.render_as_string(hide_password=False) != store.url.render_as_string(
-        hide_password=False
-    )
+    own = url != store.url
     log_store = SqlStore(url, sqlite_synchronous=settings.sqlite_synchronous) if own else store
     options: dict[str, Any] = {
         "max_payload": settings.message_log_max_payload,
@@ -572,9 +570,6 @@ async def _start_events(services: Services) -> None:
     if services.webhooks is not None:
         await services.webhooks.start()
     if services.message_log is not None:
-        own = services.message_log_store
-        if own is not None and not isinstance(services.message_log, ShippedMessageLog):
-            await SqlMessageLog(own).create_table()  # the log's process creates its own
         await services.message_log.start()
 
 

@@ -80,8 +80,6 @@ RESTART_INTERVAL = 5.0
 # Bytes of the pipe's kernel buffer (Linux; the default 64 KiB holds a fraction of
 # a shipment under load).
 PIPE_SIZE = 1 << 20
-# PostgreSQL connections the child keeps (and may open again as many).
-LOG_POOL_SIZE = 1
 # Added to the child's nice value: the server's event loop comes first.
 NICENESS = 10
 
@@ -127,7 +125,6 @@ class ShippedMessageLog(MessageLog):
         self._next_start = 0.0
         self._ack_lock = asyncio.Lock()
         self._started = False
-        self.shipped = 0
         self.restarts = 0
 
     @property
@@ -138,7 +135,7 @@ class ShippedMessageLog(MessageLog):
 
     async def start(self) -> None:
         """Start the child (raises :class:`MessageLogProcessError` if it cannot) and the
-        shipments; the child purges, not this process."""
+        shipments; the child prepares the store and purges, not this process."""
         self._process = await self._spawn()
         self._started = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
@@ -183,8 +180,8 @@ class ShippedMessageLog(MessageLog):
                 return shipped
             assert process.stdin is not None and process.stdout is not None
             _send(process.stdin, marshal.dumps(_WRITE_NOW))
-            await process.stdin.drain()
             async with asyncio.timeout(self._stop_timeout):
+                await process.stdin.drain()
                 answer = await process.stdout.readline()
             if answer != WRITTEN:
                 raise MessageLogProcessError(
@@ -220,7 +217,6 @@ class ShippedMessageLog(MessageLog):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()  # the next shipment starts another
             return 0
-        self.shipped += len(batch)
         self.flushes += 1
         return len(batch)
 
@@ -311,29 +307,24 @@ async def _child() -> int:
     except asyncio.IncompleteReadError:
         return 0  # the server went away before it said anything
     configure_logging(config["log_level"], config["log_format"])
-    # One insert or purge at a time: a connection or two, not a server's pool.
-    store = open_store(
-        config["url"], sqlite_synchronous=config["sqlite_synchronous"], pool_size=LOG_POOL_SIZE
-    )
+    # One insert (or purge) at a time: a connection or two of the pool, never more.
+    store = open_store(config["url"], sqlite_synchronous=config["sqlite_synchronous"])
     try:
-        sql = SqlMessageLog(store)
-        try:
-            await sql.create_table()
-        except Exception:
-            log.exception("the message log process cannot use its database; check the URL")
-            return 1
         message_log = MessageLog(
-            sql,
+            SqlMessageLog(store),
             SystemClock(),
             max_payload=config["max_payload"],
             flush_interval=config["flush_interval"],
             buffer_size=config["buffer_size"],
             retention_days=config["retention_days"],
         )
-        await message_log.start()
+        try:
+            await message_log.start()  # its table first
+        except Exception:
+            log.exception("the message log process cannot use its database; check the URL")
+            return 1
         log.info(
-            "message log process ready",
-            extra={"pid": os.getpid(), "database": config.get("database", "?")},
+            "message log process ready", extra={"pid": os.getpid(), "database": config["database"]}
         )
         try:
             sys.stdout.buffer.write(READY)

@@ -20,13 +20,12 @@ from kilowatt.app import Application
 from kilowatt.clock import FakeClock
 from kilowatt.config import load_settings
 from kilowatt.message_log_process import (
-    LOG_POOL_SIZE,
     MessageLogProcessError,
     ShippedMessageLog,
     start_child,
 )
 from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
-from kilowatt.store.sql.database import SqlStore, normalize_url, open_store
+from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.message_log import SqlMessageLog
 from kilowatt.store.sql.migrate import upgrade
 from tests.events.conftest import (
@@ -328,8 +327,7 @@ async def test_the_process_prepares_and_writes_what_the_server_only_buffers(
 async def test_the_log_process_writes_into_either_database(
     start_app: StartApp, engine_url: str
 ) -> None:
-    # SQLite: a file of its own beside the main one; PostgreSQL: the same database,
-    # through a pool of its own of one connection (not a server's ten).
+    # SQLite: a file of its own beside the main one; PostgreSQL: the same database.
     app = await start_app(
         database_url=engine_url, message_log_process=True, message_log_flush_interval=3600
     )
@@ -345,14 +343,27 @@ async def test_the_log_process_writes_into_either_database(
         assert app.settings.message_log_url == engine_url
     else:
         assert app.settings.message_log_url != engine_url
-    assert LOG_POOL_SIZE == 1
-    pooled = SqlStore(normalize_url(engine_url), pool_size=LOG_POOL_SIZE)
+
+
+async def test_a_log_of_its_own_written_in_the_server_s_process(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    # Its table is made at start (MessageLog.start prepares the store): no migration
+    # of the main database ever touches that file.
+    url = f"sqlite:///{tmp_path}/elsewhere.db"
+    app = await start_app(message_log_process=False, message_log_database_url=url)
+    assert not isinstance(_log(app), ShippedMessageLog)
+    async with charge_point(app) as cp:
+        await cp.result("BootNotification", BOOT)
+        await cp.result("Heartbeat", {})
+    await _log(app).flush()
+    await app.stop()
+    store = open_store(url)
     try:
-        if engine_url.startswith("postgresql"):
-            assert pooled._async_engine is not None
-            assert pooled._async_engine.pool.size() == LOG_POOL_SIZE  # type: ignore[attr-defined]
+        frames = _ours(list(reversed(await SqlMessageLog(store).list_messages("CP1"))))
     finally:
-        await pooled.close()
+        await store.close()
+    assert [(f.direction, f.action) for f in frames] == BOOT_AND_HEARTBEAT
 
 
 async def test_a_log_process_that_dies_is_replaced(start_app: StartApp) -> None:
@@ -424,6 +435,7 @@ async def test_the_log_process_writes_what_it_holds_when_its_server_goes(tmp_pat
     url = f"sqlite:///{tmp_path}/messages.db"
     config = {
         "url": url,
+        "database": url,  # as its log lines name it
         "sqlite_synchronous": "FULL",
         "flush_interval": 3600.0,  # never on its own: only the end writes
         "log_level": "warning",
@@ -495,6 +507,9 @@ class MemoryStore:
 
     async def purge(self, before: datetime) -> int:
         return 0
+
+    async def prepare(self) -> None:
+        return None
 
 
 def _memory_log(**options: Any) -> tuple[MessageLog, MemoryStore, FakeClock]:

@@ -69,7 +69,6 @@ _HEAD = re.compile(r'\s*\[\s*([234])\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"
 
 # (charge point, direction, monotonic time, frame, original size or 0 when not cut)
 Entry = tuple[str, str, float, str | bytes, int]
-_Entry = Entry
 
 
 class FrameRow(NamedTuple):
@@ -116,6 +115,10 @@ class MessageLogStore(Protocol):
     ) -> list[LoggedFrame]: ...
 
     async def purge(self, before: datetime) -> int: ...
+
+    async def prepare(self) -> None:
+        """Make the log's storage ready (its table) before the first write."""
+        ...
 
 
 def _utf8_prefix(raw: bytes, limit: int) -> tuple[str, bool]:
@@ -168,7 +171,7 @@ class MessageLog:
         self._monotonic: Callable[[], float] = (
             time.monotonic if type(clock) is SystemClock else clock.monotonic
         )
-        self._buffer: deque[_Entry] = deque(maxlen=buffer_size)
+        self._buffer: deque[Entry] = deque(maxlen=buffer_size)
         # Rows prepared but not written (the database failed); retried first.
         self._unwritten: list[FrameRow] = []
         self._calls: dict[tuple[str, str, str], str] = {}
@@ -229,6 +232,8 @@ class MessageLog:
     # ------------------------------------------------------------ flushing
 
     async def start(self) -> None:
+        """Prepare the store, then start writing every ``flush_interval`` and purging."""
+        await self._store.prepare()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self._flush_periodically())
         self._purger = loop.create_task(self._purge_periodically())
@@ -285,17 +290,15 @@ class MessageLog:
     async def _flush(self) -> int:
         if not self._buffer and not self._unwritten:
             return 0
-        batch = self._buffer
-        self._buffer = deque(maxlen=self.buffer_size)
+        entries = self.take()
         base = (self._clock.now(), self._monotonic())
         rows = self._unwritten
         self._unwritten = []
-        if batch:
+        if entries:
             try:
                 # Parsing a few thousand frames takes milliseconds: on the event loop a
                 # slice at a time, charge points served in between. (On a thread it held
                 # the GIL against the loop in bursts, one switch interval at a time.)
-                entries = list(batch)
                 prepared: list[FrameRow] = []
                 for start in range(0, len(entries), PREPARE_SLICE):
                     prepared += self._prepare(entries[start : start + PREPARE_SLICE], base)
@@ -303,8 +306,8 @@ class MessageLog:
                 rows.extend(prepared)
             except Exception:
                 # A bug, not the database: the batch cannot be written, ever.
-                self.dropped += len(batch)
-                log.exception("could not prepare message log rows", extra={"frames": len(batch)})
+                self.dropped += len(entries)
+                log.exception("could not prepare message log rows", extra={"frames": len(entries)})
         if not rows:
             return 0
         if len(rows) > self.buffer_size:
@@ -344,7 +347,7 @@ class MessageLog:
                 },
             )
 
-    def _prepare(self, batch: Sequence[_Entry], base: tuple[datetime, float]) -> list[FrameRow]:
+    def _prepare(self, batch: Sequence[Entry], base: tuple[datetime, float]) -> list[FrameRow]:
         wall, mono = base
         limit = self.max_payload
         calls = self._calls

@@ -574,7 +574,6 @@ class SqlStore:
         *,
         sqlite_synchronous: str = "FULL",
         commit_delay: float = 0.0,
-        pool_size: int = 10,
     ) -> None:
         self.url = url
         self._commit_delay = commit_delay
@@ -610,7 +609,7 @@ class SqlStore:
             self._readers = ThreadPoolExecutor(2, thread_name_prefix="kilowatt-db-reader")
         else:
             self._async_engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+                url, pool_size=10, max_overflow=10, pool_pre_ping=False
             )
 
     # ---------------------------------------------------------------- writes
@@ -877,13 +876,8 @@ def _sqlite_engine(url: URL, synchronous: str, *, writer: bool) -> Engine:
 
 
 def open_store(
-    url: str, *, sqlite_synchronous: str = "FULL", commit_delay: float = 0.0, pool_size: int = 10
+    url: str, *, sqlite_synchronous: str = "FULL", commit_delay: float = 0.0
 ) -> SqlStore:
-    """A store on ``url``; ``pool_size``: PostgreSQL connections kept (as many again
-    may be opened under load)."""
     return SqlStore(
-        normalize_url(url),
-        sqlite_synchronous=sqlite_synchronous,
-        commit_delay=commit_delay,
-        pool_size=pool_size,
+        normalize_url(url), sqlite_synchronous=sqlite_synchronous, commit_delay=commit_delay
     )

@@ -103,10 +103,10 @@ class SqlMessageLog:
         self._purge_batch = purge_batch
         self._insert_chunk = insert_chunk
 
-    async def create_table(self) -> None:
-        """Create the table (and its index) if missing: for a database of the log's own
-        (``message_log_database_url``), which the migrations of the main one never
-        touch."""
+    async def prepare(self) -> None:
+        """Create the table (and its index) if missing: a database of the log's own
+        (``message_log_database_url``) is never touched by the main one's migrations;
+        in the main one, the migrations made it and this only looks."""
 
         def work(connection: Connection) -> None:
             t.metadata.create_all(connection, tables=[_log], checkfirst=True)
