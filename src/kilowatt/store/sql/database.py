@@ -280,13 +280,12 @@ class _SqliteWriter:
                 post(self._committed, taken, results, started, True)
                 return
             post(self._committed, taken, results, started, False)
-            began = time.perf_counter()
             try:
-                _sync_file(*sync_paths)
+                seconds = _timed_sync(sync_paths)
             except Exception as exc:
                 post(self._synced, taken, results, started, exc, 0.0)
             else:
-                post(self._synced, taken, results, started, None, time.perf_counter() - began)
+                post(self._synced, taken, results, started, None, seconds)
 
         self._thread.submit(run)
 
@@ -448,10 +447,9 @@ class _SqliteWriter:
         # On the writer thread, after a commit of its own (an admin job, a unit
         # retried alone): answered once on disk, the writer waiting meanwhile.
         if self._sync_paths is not None:
-            began = time.perf_counter()
-            _sync_file(*self._sync_paths)
+            seconds = _timed_sync(self._sync_paths)
             with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(self._fsynced, time.perf_counter() - began)
+                self._loop.call_soon_threadsafe(self._fsynced, seconds)
 
     def _singly(self, works: list[Work]) -> list[tuple[bool, Any]]:
         store = self._store
@@ -510,6 +508,13 @@ class _NotDurable:
 
     def __call__(self, connection: Connection) -> Any:
         return self._function(connection)
+
+
+def _timed_sync(paths: tuple[str, str]) -> float:
+    """:func:`_sync_file`; how many seconds it took (``kilowatt_db_fsync_seconds``)."""
+    began = time.perf_counter()
+    _sync_file(*paths)
+    return time.perf_counter() - began
 
 
 def _sync_file(wal: str, database: str) -> None:
