@@ -17,9 +17,12 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite.pysqlite import dialect as pysqlite_dialect
 from sqlalchemy.exc import StatementError
 
+from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.hotpath import (
+    METER_VALUE_PARAMS,
     MULTI_ROW_MAX,
     MultiRowInsert,
+    UnnestInsert,
     hot_sql,
     json_text,
     per_dialect,
@@ -150,10 +153,39 @@ def test_multi_row_insert_refuses_what_it_cannot_repeat() -> None:
         MultiRowInsert("INSERT INTO t (a, b) VALUES ($1, $2)")
 
 
-def test_sqlite_appends_are_multi_row_postgresql_keeps_executemany() -> None:
+def test_sqlite_appends_are_multi_row_postgresql_appends_unnest_arrays() -> None:
     sqlite, postgresql = hot_sql(SQLITE), hot_sql(POSTGRESQL)
-    assert sqlite.meter_values_many is not None and sqlite.status_many is not None
-    assert postgresql.meter_values_many is None and postgresql.status_many is None
+    assert isinstance(sqlite.meter_values_many, MultiRowInsert)
+    assert isinstance(sqlite.status_many, MultiRowInsert)
+    assert isinstance(postgresql.meter_values_many, UnnestInsert)
+    assert isinstance(postgresql.status_many, UnnestInsert)
+    # The meter values keep the single-row INSERT's ON CONFLICT DO NOTHING
+    # (a retransmitted MeterValues adds nothing).
+    assert postgresql.meter_values_many.sql.endswith(" ON CONFLICT DO NOTHING")
+    assert "ON CONFLICT" not in postgresql.status_many.sql
+
+
+def test_unnest_insert_sends_one_array_per_column_cast_to_the_column_type() -> None:
+    many = UnnestInsert(t.meter_values, METER_VALUE_PARAMS, POSTGRESQL, " ON CONFLICT DO NOTHING")
+    rows = [(f"CP-{n}", n, None, *range(10)) for n in range(3)]
+
+    (statement,) = many.statements(rows)
+
+    sql, parameters = statement
+    assert sql.startswith(f"INSERT INTO meter_values ({', '.join(METER_VALUE_PARAMS)}) ")
+    assert "unnest($1::VARCHAR(48)[], $2::INTEGER[], $3::INTEGER[], " in sql
+    assert "$4::TIMESTAMP WITH TIME ZONE[]" in sql and "$12::FLOAT[]" in sql
+    assert sql.count("[]") == len(METER_VALUE_PARAMS)
+    assert parameters[:3] == (("CP-0", "CP-1", "CP-2"), (0, 1, 2), (None, None, None))
+    assert [list(row) for row in zip(*parameters, strict=True)] == [list(row) for row in rows]
+    assert list(many.statements([])) == []
+    with pytest.raises(ValueError, match="shorter"):
+        list(many.statements([("CP-1", 1), ("CP-2",)]))
+
+
+def test_unnest_insert_is_postgresql_only() -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        UnnestInsert(t.meter_values, METER_VALUE_PARAMS, SQLITE)
 
 
 def test_per_dialect_builds_once_for_each_dialect_object() -> None:

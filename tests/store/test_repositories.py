@@ -1246,9 +1246,10 @@ async def test_a_group_inserts_its_meter_values_and_statuses_with_one_statement_
         assert groups <= inserts.count("meter_values") <= most
         assert groups <= inserts.count("status_history") <= most
         assert inserts.count("meter_values") < 30
-    else:  # one executemany
+    else:  # one INSERT … SELECT FROM unnest() per group and table, not an executemany
         assert inserts.count("meter_values") == groups
         assert inserts.count("status_history") == groups
+        assert all("unnest(" in statement and not many for statement, many in seen)
     assert len(await store.read(lambda r: r.meter_values.list_for_charge_point("CP-1"))) == 60
     history = await store.read(lambda r: r.charge_points.list_status_history("CP-1", limit=100))
     assert history == [status_record(n) for n in reversed(range(30))]  # in the units' order

@@ -10,7 +10,7 @@ A background task takes the whole buffer every ``message_log_flush_interval``
 seconds, turns it into rows in a worker thread (message type, unique id and action
 parsed from the start of the frame; the action of a CALLRESULT/CALLERROR taken from
 the CALL it answers; the text cut at ``message_log_max_payload`` bytes and marked
-truncated; the wall-clock time) and writes them with one executemany insert.
+truncated; the wall-clock time) and writes them in batches of multi-row inserts.
 
 This is a diagnostic log, not a record anything depends on:
 

@@ -35,7 +35,15 @@ from sqlalchemy import Connection, Dialect, Row, delete, func, insert, select
 from kilowatt.services.message_log import FrameRow, LoggedFrame
 from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.database import SqlStore
-from kilowatt.store.sql.hotpath import MultiRowInsert, bind_values, hot_sql, per_dialect, render
+from kilowatt.store.sql.hotpath import (
+    ManyRows,
+    MultiRowInsert,
+    UnnestInsert,
+    bind_values,
+    hot_sql,
+    per_dialect,
+    render,
+)
 
 __all__ = ["SqlMessageLog"]
 
@@ -54,8 +62,13 @@ def _insert_sql(dialect: Dialect) -> str:
     return render(insert(_log).values(bind_values(_log, _COLUMNS)), dialect, _COLUMNS)
 
 
-# SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL).
-_insert_many = per_dialect(lambda dialect: MultiRowInsert(_insert_sql(dialect)))
+@per_dialect
+def _insert_many(dialect: Dialect) -> ManyRows:
+    # SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL);
+    # PostgreSQL: one INSERT from unnest() (UnnestInsert: one execution, not one per row).
+    if dialect.name == "sqlite":
+        return MultiRowInsert(_insert_sql(dialect))
+    return UnnestInsert(_log, _COLUMNS, dialect)
 
 
 def _logged(row: Row[Any]) -> LoggedFrame:
@@ -80,9 +93,6 @@ def _inserter(rows: Sequence[FrameRow]) -> Callable[[Connection], None]:
         # The driver's own parameter values, times converted as the column type would.
         when = hot_sql(dialect).datetime
         values = [(*row[:2], when(row[2]), *row[3:]) for row in rows]
-        if dialect.name != "sqlite":
-            connection.exec_driver_sql(_insert_sql(dialect), values)  # one executemany
-            return
         for sql, parameters in _insert_many(dialect).statements(values):
             connection.exec_driver_sql(sql, parameters)
 

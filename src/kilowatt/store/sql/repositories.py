@@ -12,7 +12,8 @@ Administrative queries build their statements per call.
 
 Append-only rows (meter values, status history) can be *deferred*: the group
 commit's repositories collect the rows of all its units of work and insert them with
-one ``executemany`` per table just before the commit (:meth:`SqlRepositories.flush`).
+one statement per table (a few multi-row INSERTs on SQLite, an INSERT from
+``unnest()`` on PostgreSQL) just before the commit (:meth:`SqlRepositories.flush`).
 A read of those tables writes what is pending first, so a unit of work still reads
 its own writes.
 """
@@ -63,7 +64,7 @@ from kilowatt.store.sql.configuration import SqlConfiguration
 from kilowatt.store.sql.hotpath import (
     DriverQuery,
     HotSql,
-    MultiRowInsert,
+    ManyRows,
     hot_sql,
     json_text,
     per_dialect,
@@ -424,7 +425,7 @@ class _Appends:
     __slots__ = ("_c", "_deferred", "_many", "_rows", "_sql")
 
     def __init__(
-        self, connection: Connection, sql: str, many: MultiRowInsert | None, *, deferred: bool
+        self, connection: Connection, sql: str, many: ManyRows | None, *, deferred: bool
     ) -> None:
         self._c = connection
         self._sql = sql
