@@ -1,17 +1,29 @@
 """Protocol-path benchmark: Kilowatt's session + router vs ``ocpp``'s ``route_message``.
 
 Routes the same three frames — Heartbeat, StatusNotification and a MeterValues with
-three sampled values — through the whole in-process path with validation on, one
-message at a time, side by side in one run:
+three sampled values — through the whole in-process path with validation on, side by
+side in one run:
 
 * Kilowatt: ``ChargePointConnection`` with an in-memory transport: parse → schema
   validation → routing → handler → response validation → serialization → write;
 * baseline: ``ocpp.v16.ChargePoint.route_message`` (the ``ocpp`` package, 2.1.0) with
   handlers registered by ``@on`` and a connection object that only collects frames.
 
+Both sides serve ``--charge-points`` charge points (default 100, as ``bench/load.py``
+runs), each with its own session, and every round each charge point's frame is
+routed once: on Kilowatt's side every frame is handed to its connection, then the
+round waits for the answers (a handler that writes runs in an asyncio task, as in
+``kilowatt serve``, where one turn of the event loop serves many charge points); on
+the baseline's, each ``route_message`` is awaited in turn (its handlers answer at
+once, so it never waits for the loop). ``--charge-points 1`` gives the one-at-a-time
+figure, where every message of ours also pays the benchmark's own wait for its task
+(a turn of the loop, about 2 µs). The two sides are measured alternately, in four
+slices each, so that a change in the machine's speed during the run touches both.
+
 Run::
 
-    .venv/bin/python bench/protocol.py [--seconds 3] [--no-uvloop] [--metrics]
+    .venv/bin/python bench/protocol.py [--seconds 3] [--charge-points 100] \
+        [--no-uvloop] [--metrics]
 
 ``--metrics`` gives Kilowatt's connection the Prometheus hooks of ``kilowatt.metrics``
 (as ``kilowatt serve`` has them), to see what measuring costs per message.
@@ -129,19 +141,30 @@ def kilowatt_router() -> Router:
     )
 
 
-def kilowatt_route(*, metrics: bool = False) -> tuple[Callable[[str], Awaitable[None]], _Sink]:
+Route = Callable[[str], Awaitable[None]]
+
+
+def kilowatt_route(*, charge_points: int = 1, metrics: bool = False) -> tuple[Route, _Sink]:
+    """A round: ``message`` to each of ``charge_points`` connections, their answers
+    awaited."""
     router = kilowatt_router()
     sink = _Sink()
     spec = protocol_spec()
-    session = Session(spec, handled=router)
     hooks = Metrics(actions=spec.known, process_metrics=False) if metrics else None
-    connection = ChargePointConnection("BENCH", sink, session, router, metrics=hooks)
+    connections = [
+        ChargePointConnection(
+            f"BENCH{n:05d}", sink, Session(spec, handled=router), router, metrics=hooks
+        )
+        for n in range(charge_points)
+    ]
 
     async def route(message: str) -> None:
-        connection.message_received(message)
-        worker = connection._worker
-        if worker is not None:
-            await worker
+        for connection in connections:
+            connection.message_received(message)
+        for connection in connections:
+            worker = connection._worker
+            if worker is not None:
+                await worker
 
     return route, sink
 
@@ -160,40 +183,78 @@ class _BaselineChargePoint(OcppChargePoint):  # type: ignore[misc]
         return call_result.MeterValues()
 
 
-def baseline_route() -> tuple[Callable[[str], Awaitable[None]], _Sink]:
+def baseline_route(*, charge_points: int = 1) -> tuple[Route, _Sink]:
+    """A round: ``message`` routed by each of ``charge_points`` charge points in turn."""
     sink = _Sink()
-    charge_point = _BaselineChargePoint("BENCH", sink)
-    return charge_point.route_message, sink
+    routes = [
+        _BaselineChargePoint(f"BENCH{n:05d}", sink).route_message for n in range(charge_points)
+    ]
+
+    async def route(message: str) -> None:
+        for route_message in routes:
+            await route_message(message)
+
+    return route, sink
 
 
-async def measure(route: Callable[[str], Awaitable[None]], message: str, seconds: float) -> float:
-    for _ in range(200):  # warm-up
-        await route(message)
-    done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(100):
-            await route(message)
-        done += 100
-        now = time.perf_counter()
-        if now >= deadline:
-            return done / (now - start)
+SLICES = 4
 
 
-async def main_async(seconds: float, *, metrics: bool = False) -> int:
+class _Side:
+    """One side's route, and the messages and seconds measured so far."""
+
+    def __init__(self, route: Route, per_round: int) -> None:
+        self.route = route
+        self.per_round = per_round
+        self.done = 0
+        self.seconds = 0.0
+
+    async def measure(self, message: str, seconds: float) -> None:
+        # As many rounds as fit in ``seconds``, in batches that make ~1,000 messages.
+        rounds = max(1, 1000 // self.per_round)
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(rounds):
+                await self.route(message)
+            self.done += rounds * self.per_round
+            now = time.perf_counter()
+            if now >= deadline:
+                self.seconds += now - start
+                return
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds
+
+
+async def compare(
+    ours: Route, theirs: Route, message: str, seconds: float, charge_points: int
+) -> tuple[float, float]:
+    """Both sides' rates for ``message``: ``seconds`` each, alternately, in slices."""
+    sides = _Side(ours, charge_points), _Side(theirs, charge_points)
+    for side in sides:  # warm-up
+        for _ in range(max(1, 200 // charge_points)):
+            await side.route(message)
+    for _ in range(SLICES):
+        for side in sides:
+            await side.measure(message, seconds / SLICES)
+    return sides[0].rate, sides[1].rate
+
+
+async def main_async(seconds: float, *, charge_points: int = 100, metrics: bool = False) -> int:
     import logging
 
     logging.disable(logging.CRITICAL)  # both sides log per message at INFO otherwise
     rows = []
     for kind, message in MESSAGES.items():
-        ours, ours_sink = kilowatt_route(metrics=metrics)
-        theirs, theirs_sink = baseline_route()
+        ours, ours_sink = kilowatt_route(charge_points=charge_points, metrics=metrics)
+        theirs, theirs_sink = baseline_route(charge_points=charge_points)
         print(f"measuring {kind} …", file=sys.stderr, flush=True)
-        ours_rate = await measure(ours, message, seconds)
-        theirs_rate = await measure(theirs, message, seconds)
+        ours_rate, theirs_rate = await compare(ours, theirs, message, seconds, charge_points)
         assert ours_sink.sent > 0 and theirs_sink.sent > 0, "a side answered nothing"
         rows.append((kind, ours_rate, theirs_rate))
+    print(f"{charge_points} charge point(s), each routing one message per round")
     print("| message | Kilowatt msgs/s | ocpp route_message msgs/s | ratio |")
     print("|---|---:|---:|---:|")
     worst = float("inf")
@@ -209,16 +270,25 @@ async def main_async(seconds: float, *, metrics: bool = False) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per side and message kind")
+    parser.add_argument(
+        "--charge-points",
+        type=int,
+        default=100,
+        help="charge points routing one message each per round (1: one message at a time)",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     parser.add_argument(
         "--metrics", action="store_true", help="with the Prometheus hooks of kilowatt.metrics"
     )
     args = parser.parse_args()
+    if args.charge_points < 1:
+        parser.error("--charge-points must be at least 1")
+    run = main_async(args.seconds, charge_points=args.charge_points, metrics=args.metrics)
     if not args.no_uvloop:
         import uvloop
 
-        return uvloop.run(main_async(args.seconds, metrics=args.metrics))
-    return asyncio.run(main_async(args.seconds, metrics=args.metrics))
+        return uvloop.run(run)
+    return asyncio.run(run)
 
 
 if __name__ == "__main__":
