@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from kilowatt.domain.meter import parse_meter_values, parse_value
 from kilowatt.domain.models import (
@@ -1253,6 +1254,26 @@ async def test_a_group_inserts_its_meter_values_and_statuses_with_one_statement_
     assert len(await store.read(lambda r: r.meter_values.list_for_charge_point("CP-1"))) == 60
     history = await store.read(lambda r: r.charge_points.list_status_history("CP-1", limit=100))
     assert history == [status_record(n) for n in reversed(range(30))]  # in the units' order
+
+
+async def test_a_too_long_value_in_a_group_s_appends_is_refused_not_cut(store: SqlStore) -> None:
+    # vendor_error_code is VARCHAR(50). PostgreSQL refuses a longer value in the
+    # group's INSERT from unnest() as in a single-row one (an array cast to
+    # VARCHAR(50)[] would have cut it silently); SQLite does not check lengths.
+    long = replace(status_record(1), vendor_error_code="E" * 60)
+
+    def work(r: Repositories) -> None:
+        r.charge_points.add_status(status_record(0))
+        r.charge_points.add_status(long)
+
+    if store.dialect == "postgresql":
+        with pytest.raises(DBAPIError, match="too long"):
+            await store.write(work)
+        assert await store.read(lambda r: r.charge_points.list_status_history("CP-1")) == []
+    else:
+        await store.write(work)
+        history = await store.read(lambda r: r.charge_points.list_status_history("CP-1"))
+        assert history == [long, status_record(0)]
 
 
 def status_record(n: int, charge_point_id: str = "CP-1") -> StatusRecord:

@@ -18,6 +18,7 @@ with RETURNING, ~29 µs as pre-rendered SQL, ~22 µs in raw ``sqlite3``). So:
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -217,15 +218,20 @@ class MultiRowInsert:
             start = end
 
 
+_LENGTH = re.compile(r"\(\d+\)")
+
+
 class UnnestInsert:
     """Many rows in one statement on PostgreSQL:
     ``INSERT … SELECT * FROM unnest($1::TYPE[], $2::TYPE[], …)``, one array per column.
 
     Why: asyncpg's ``executemany`` sends every row in one round trip, but the server
-    still binds and executes the statement once per row; a group's 70-odd meter
-    values cost about 1.7 ms that way. Here the statement is prepared once, whatever
-    the row count, and executed once per batch. The arrays are cast to the columns'
-    own types, so the values are converted exactly as a single-row INSERT's are.
+    still binds and executes the statement once per row: 74 meter values took 1.2 ms
+    of the server's CPU that way, 0.85 ms here. The statement is prepared once,
+    whatever the row count, and executed once per batch. The arrays are cast to the
+    columns' types without their lengths (``VARCHAR(48)`` → ``VARCHAR[]``), as the
+    single-row INSERT's parameters are: an explicit cast to ``VARCHAR(n)`` would cut
+    a longer value without a word, where the column's own check refuses it.
     """
 
     __slots__ = ("sql",)
@@ -238,7 +244,7 @@ class UnnestInsert:
         quote = dialect.identifier_preparer
         columns = ", ".join(quote.quote(name) for name in names)
         arrays = ", ".join(
-            f"${position}::{table.c[name].type.compile(dialect=dialect)}[]"
+            f"${position}::{_LENGTH.sub('', table.c[name].type.compile(dialect=dialect))}[]"
             for position, name in enumerate(names, 1)
         )
         self.sql = (
