@@ -14,8 +14,9 @@ per frame) and ships the buffer every :data:`SHIP_INTERVAL` to a child process,
 * **The pipe.** The child's stdin: a ``marshal`` blob of settings first, then one
   blob per shipment, each a list of the buffer's entries as they were, prefixed
   with its length (4 bytes, little endian). Both ends run the same interpreter.
-  The child answers ``ready`` on its stdout once its table exists, and nothing
-  else; its log lines go to the server's stderr.
+  The child answers ``ready`` on its stdout once its table exists, then only
+  ``written`` (or ``not written``) to a request to write what it holds now
+  (:meth:`ShippedMessageLog.flush`); its log lines go to the server's stderr.
 * **Times.** An entry carries the ``time.monotonic()`` of its frame; the child turns
   it into wall-clock time with its own clocks (``CLOCK_MONOTONIC`` is the same in
   every process of a machine).
@@ -125,7 +126,11 @@ class ShippedMessageLog(MessageLog):
         self._next_start = 0.0
         self._ack_lock = asyncio.Lock()
         self._started = False
-        self.restarts = 0
+        self._restarts = 0
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
 
     @property
     def pid(self) -> int | None:
@@ -240,7 +245,7 @@ class ShippedMessageLog(MessageLog):
         except MessageLogProcessError as exc:
             log.error("%s; retrying in %.0f s", exc, self._restart_interval)
             return None
-        self.restarts += 1
+        self._restarts += 1
         return self._process
 
     async def close(self) -> None:

@@ -168,6 +168,11 @@ class MeasuredLog(Protocol):
     @property
     def dropped(self) -> int: ...
 
+    @property
+    def restarts(self) -> int | None:
+        """Restarts of the log's own process; None: the log is written in this one."""
+        ...
+
 
 class Connections(Protocol):
     """The connections of this process (``kilowatt.gateway.registry.ConnectionRegistry``)."""
@@ -363,7 +368,7 @@ class Metrics:
                 "behind), or its process stopped taking them.",
                 value=message_log.dropped,
             )
-            restarts = getattr(message_log, "restarts", None)
+            restarts = message_log.restarts
             if restarts is not None:  # written by a process of its own
                 yield CounterMetricFamily(
                     "kilowatt_message_log_process_restarts",

@@ -303,6 +303,7 @@ def parse(text: str) -> Samples:
 def test_message_log_losses_and_restarts_are_counted() -> None:
     class InProcess:
         dropped = 3
+        restarts = None
 
     class Shipped:
         dropped = 5

@@ -185,6 +185,12 @@ class MessageLog:
         self.flushes = 0
         self._failing = False
 
+    @property
+    def restarts(self) -> int | None:
+        """Times the process writing the log was started again; None: it is written
+        in this process."""
+        return None
+
     # ------------------------------------------------------------ hot path
 
     def frame_received(self, charge_point_id: str, data: str | bytes) -> None:
