@@ -49,6 +49,7 @@ __all__ = [
     "bind_values",
     "hot_sql",
     "json_text",
+    "many_rows",
     "per_dialect",
     "postgresql_datetime",
     "render",
@@ -258,8 +259,19 @@ class UnnestInsert:
             yield self.sql, tuple(zip(*rows, strict=True))
 
 
-# How the appends insert many rows at once (None: executemany).
+# How many rows of one table go in at once.
 ManyRows = MultiRowInsert | UnnestInsert
+
+
+def many_rows(
+    dialect: Dialect, table: Table, names: Sequence[str], single_row: str, tail: str = ""
+) -> ManyRows:
+    """The many-row form of ``single_row`` (the table's rendered single-row INSERT of
+    ``names``): multi-row INSERTs on SQLite, one INSERT from ``unnest()`` on
+    PostgreSQL, ending with ``tail`` (``single_row``'s own ON CONFLICT clause)."""
+    if dialect.name == "sqlite":
+        return MultiRowInsert(single_row)
+    return UnnestInsert(table, names, dialect, tail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +286,9 @@ class HotSql:
     returning_id: bool
     stop_transaction: str  # TRANSACTION_STOP_PARAMS, then the id
     touch_charge_point: str  # last_seen_at, then the id
-    # The appends in one or few statements: multi-row INSERTs on SQLite
-    # (MultiRowInsert), unnest() on PostgreSQL (UnnestInsert).
-    meter_values_many: ManyRows | None = None
-    status_many: ManyRows | None = None
+    # The appends in one or few statements (many_rows).
+    meter_values_many: ManyRows
+    status_many: ManyRows
     # SQLite: every charge point's last_seen_at in one statement, from one JSON
     # parameter [[id, last_seen_at], …]; None: executemany of touch_charge_point.
     touch_many: str | None = None
@@ -349,32 +360,28 @@ def _render_all(dialect: Dialect) -> HotSql:
         dialect,
         STATUS_PARAMS,
     )
-    many = dialect.name == "sqlite"
+    sqlite_dialect = dialect.name == "sqlite"
     cp = t.charge_points
     # UPDATE … FROM needs SQLite 3.33 (2020); older ones take the executemany.
     touch_many = (
         f"UPDATE {cp.name} SET {cp.c.last_seen_at.name} = json_extract(seen.value, '$[1]') "
         f"FROM json_each(?) AS seen WHERE {cp.name}.{cp.c.id.name} = "
         "json_extract(seen.value, '$[0]')"
-        if many and sqlite3.sqlite_version_info >= (3, 33)
+        if sqlite_dialect and sqlite3.sqlite_version_info >= (3, 33)
         else None
     )
     return HotSql(
-        datetime=sqlite_datetime if dialect.name == "sqlite" else postgresql_datetime,
+        datetime=sqlite_datetime if sqlite_dialect else postgresql_datetime,
         insert_meter_values=insert_meter_values,
         insert_status=insert_status,
-        meter_values_many=(
-            MultiRowInsert(insert_meter_values)
-            if many
-            else UnnestInsert(
-                t.meter_values, METER_VALUE_PARAMS, dialect, " ON CONFLICT DO NOTHING"
-            )
+        meter_values_many=many_rows(
+            dialect,
+            t.meter_values,
+            METER_VALUE_PARAMS,
+            insert_meter_values,
+            " ON CONFLICT DO NOTHING",
         ),
-        status_many=(
-            MultiRowInsert(insert_status)
-            if many
-            else UnnestInsert(t.status_history, STATUS_PARAMS, dialect)
-        ),
+        status_many=many_rows(dialect, t.status_history, STATUS_PARAMS, insert_status),
         touch_many=touch_many,
         upsert_connector=render(upsert, dialect, CONNECTOR_PARAMS),
         insert_transaction=render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),

@@ -37,10 +37,9 @@ from kilowatt.store.sql import tables as t
 from kilowatt.store.sql.database import SqlStore
 from kilowatt.store.sql.hotpath import (
     ManyRows,
-    MultiRowInsert,
-    UnnestInsert,
     bind_values,
     hot_sql,
+    many_rows,
     per_dialect,
     render,
 )
@@ -66,9 +65,7 @@ def _insert_sql(dialect: Dialect) -> str:
 def _insert_many(dialect: Dialect) -> ManyRows:
     # SQLite: multi-row INSERTs (see MultiRowInsert: the writer thread and the GIL);
     # PostgreSQL: one INSERT from unnest() (UnnestInsert: one execution, not one per row).
-    if dialect.name == "sqlite":
-        return MultiRowInsert(_insert_sql(dialect))
-    return UnnestInsert(_log, _COLUMNS, dialect)
+    return many_rows(dialect, _log, _COLUMNS, _insert_sql(dialect))
 
 
 def _logged(row: Row[Any]) -> LoggedFrame:
