@@ -19,7 +19,13 @@ import pytest
 from kilowatt.store.sql import tables
 from kilowatt.store.sql.database import SqlStore, open_store
 from kilowatt.store.sql.migrate import upgrade
-from tests.servers import ServerUnavailable, asyncpg_dsn, start_postgres, start_redis
+from tests.servers import (
+    POSTGRES_ENV,
+    ServerUnavailable,
+    asyncpg_dsn,
+    start_postgres,
+    start_redis,
+)
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -38,6 +44,20 @@ def postgres_url() -> Iterator[str]:
     """``postgresql+asyncpg://`` URL of a throw-away server's ``kilowatt_test`` database."""
     try:
         server = start_postgres()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+    with server:
+        yield server.url
+
+
+@pytest.fixture
+def durable_postgres_url() -> Iterator[str]:
+    """Like ``postgres_url``, on a server of its own with PostgreSQL's durable defaults
+    (``start_postgres(durable=True)``, what the benchmarks run)."""
+    if os.environ.get(POSTGRES_ENV):
+        pytest.skip("an existing server is used: its settings are its own")
+    try:
+        server = start_postgres(durable=True)
     except ServerUnavailable as exc:
         _unavailable(str(exc))
     with server:

@@ -107,28 +107,19 @@ async def test_a_failed_registration_says_so(tmp_path: Path) -> None:
         await register_id_tags(1, env, tmp_path)
 
 
-async def test_the_benchmarks_postgresql_flushes_every_commit() -> None:
+async def test_the_benchmarks_postgresql_flushes_every_commit(durable_postgres_url: str) -> None:
     # The benchmarks' persisted figures mean durable commits on PostgreSQL too: its
     # defaults, not the tests' fast settings (fsync off).
     import asyncpg
 
-    from tests.servers import ServerUnavailable, asyncpg_dsn, start_postgres
+    from tests.servers import asyncpg_dsn
 
-    if os.environ.get("KILOWATT_TEST_POSTGRES_URL"):
-        pytest.skip("an existing server is used: its settings are its own")
+    connection = await asyncpg.connect(asyncpg_dsn(durable_postgres_url))
     try:
-        server = start_postgres(durable=True)
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (required under CI)", pytrace=False)
-        pytest.skip(str(exc))
-    with server:
-        connection = await asyncpg.connect(asyncpg_dsn(server.url))
-        try:
-            settings = {
-                name: await connection.fetchval(f"SHOW {name}")
-                for name in ("fsync", "synchronous_commit", "full_page_writes")
-            }
-        finally:
-            await connection.close()
+        settings = {
+            name: await connection.fetchval(f"SHOW {name}")
+            for name in ("fsync", "synchronous_commit", "full_page_writes")
+        }
+    finally:
+        await connection.close()
     assert settings == {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
