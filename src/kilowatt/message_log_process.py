@@ -54,12 +54,22 @@ import signal
 import struct
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kilowatt.clock import Clock, SystemClock
 from kilowatt.services.message_log import MessageLog, MessageLogStore
 
-__all__ = ["MessageLogProcessError", "ShippedMessageLog", "main", "start_child"]
+if TYPE_CHECKING:
+    from kilowatt.store.sql.database import SqlStore
+    from kilowatt.store.sql.message_log import SqlMessageLog
+
+__all__ = [
+    "MessageLogProcessError",
+    "ShippedMessageLog",
+    "child_log_store",
+    "main",
+    "start_child",
+]
 
 log = logging.getLogger("kilowatt.message_log")
 
@@ -300,7 +310,6 @@ async def _read_blob(reader: asyncio.StreamReader) -> bytes:
 async def _child() -> int:
     from kilowatt.logs import configure_logging
     from kilowatt.store.sql.database import open_store
-    from kilowatt.store.sql.message_log import SqlMessageLog
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
@@ -316,7 +325,7 @@ async def _child() -> int:
     store = open_store(config["url"], sqlite_synchronous=config["sqlite_synchronous"])
     try:
         message_log = MessageLog(
-            SqlMessageLog(store),
+            child_log_store(store),
             SystemClock(),
             max_payload=config["max_payload"],
             flush_interval=config["flush_interval"],
@@ -356,6 +365,16 @@ async def _child() -> int:
     finally:
         await store.close()
     return 0
+
+
+def child_log_store(store: SqlStore) -> SqlMessageLog:
+    """The child's store of the log: a flush (a second's frames, thousands under load)
+    in one transaction. Its database has no other writer whose commits would wait
+    between chunks (its SQLite file is its own; on PostgreSQL it writes on a connection
+    of its own), and every chunk's commit costs as much as its inserts."""
+    from kilowatt.store.sql.message_log import SqlMessageLog
+
+    return SqlMessageLog(store, insert_chunk=None)
 
 
 def main() -> None:

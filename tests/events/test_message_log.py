@@ -22,6 +22,7 @@ from kilowatt.config import load_settings
 from kilowatt.message_log_process import (
     MessageLogProcessError,
     ShippedMessageLog,
+    child_log_store,
     start_child,
 )
 from kilowatt.services.message_log import PREPARE_SLICE, FrameRow, LoggedFrame, MessageLog
@@ -720,6 +721,32 @@ async def test_sql_insert_lets_ocpp_writes_run_between_its_chunks(engine_url: st
             assert events.index("write") <= 2
         stored = await SqlMessageLog(store).list_messages("CP1")
         assert sorted(f.unique_id for f in stored) == [str(n) for n in range(6)]
+    finally:
+        await store.close()
+
+
+async def test_the_log_process_writes_a_flush_in_one_transaction(engine_url: str) -> None:
+    # The child's database has no other writer to let in between chunks: every
+    # chunk would only add a commit.
+    store = open_store(engine_url)
+    transactions = 0
+
+    class Counting:
+        async def run_sync_admin(self, function: Any, *, durable: bool = True) -> Any:
+            nonlocal transactions
+            transactions += 1
+            return await store.run_sync_admin(function, durable=durable)
+
+    try:
+        await upgrade(store)
+        sql = child_log_store(cast(SqlStore, Counting()))
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        await sql.insert([_row("CP1", n, start) for n in range(1000)])
+        assert transactions == 1
+        stored = await SqlMessageLog(store).list_messages("CP1", limit=2000)
+        assert len(stored) == 1000
+        await sql.insert([])
+        assert transactions == 1
     finally:
         await store.close()
 

@@ -10,7 +10,10 @@ OCPP messages, whose statements are small and many, run on the loop. On PostgreS
 it is a pooled connection of its own. A flush is written in chunks of
 :data:`INSERT_CHUNK` rows, awaited one after the other: the group commits queued
 meanwhile run between two chunks, so a second's worth of frames (thousands under
-load) never holds their answers back for the whole insert. Reads go through
+load) never holds their answers back for the whole insert. ``insert_chunk=None``
+writes a flush in one transaction: for a store nobody else writes to, the message
+log process's own (:mod:`kilowatt.message_log_process`), where chunks would only
+add commits (a chunk of 250 rows cost about as much to commit as to insert). Reads go through
 :meth:`SqlStore.run_sync_read` (a reader thread's).
 
 The insert is rendered once per dialect by SQLAlchemy from the table and run with
@@ -104,7 +107,7 @@ class SqlMessageLog:
         store: SqlStore,
         *,
         purge_batch: int = PURGE_BATCH,
-        insert_chunk: int = INSERT_CHUNK,
+        insert_chunk: int | None = INSERT_CHUNK,
     ) -> None:
         self._store = store
         self._purge_batch = purge_batch
@@ -121,8 +124,9 @@ class SqlMessageLog:
         await self._store.run_sync_admin(work)
 
     async def insert(self, rows: Sequence[FrameRow]) -> None:
-        for start in range(0, len(rows), self._insert_chunk):
-            chunk = rows[start : start + self._insert_chunk]
+        size = self._insert_chunk or max(len(rows), 1)
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
             # A diagnostic log (services.message_log): committed, not waited to disk.
             await self._store.run_sync_admin(_inserter(chunk), durable=False)
 
