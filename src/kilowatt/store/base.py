@@ -337,7 +337,9 @@ class Store(Protocol):
         ...
 
     async def read_now(self, work: Callable[[Repositories], T]) -> T:
-        """:meth:`read` for a few rows by key, on the OCPP hot path."""
+        """:meth:`read` for a few rows by key, on the OCPP hot path. ``work`` only
+        reads: each statement may run on its own (SQL: PostgreSQL), with no
+        transaction to undo a write."""
         ...
 
     async def close(self) -> None: ...
