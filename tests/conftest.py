@@ -127,6 +127,15 @@ async def store(engine_url: str) -> AsyncIterator[SqlStore]:
 
 
 @pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    """An open, migrated, empty store on PostgreSQL only."""
+    await _migrate_once(postgres_url)
+    await truncate_postgres(postgres_url)
+    async for opened in _opened(postgres_url):
+        yield opened
+
+
+@pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     """An open, migrated, empty store on SQLite only, in ``tmp_path / "kilowatt.db"``."""
     async for opened in _opened(f"sqlite:///{tmp_path}/kilowatt.db"):

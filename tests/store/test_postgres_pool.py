@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection, event
 
 from kilowatt.store.base import Repositories
-from kilowatt.store.sql.database import POOL_SIZE, SqlStore, open_store
-from kilowatt.store.sql.migrate import upgrade
-
-
-@pytest.fixture
-async def pg_store(postgres_url: str) -> AsyncIterator[SqlStore]:
-    store = open_store(postgres_url)
-    try:
-        await upgrade(store)
-        yield store
-    finally:
-        await store.close()
+from kilowatt.store.sql.database import POOL_SIZE, SqlStore
 
 
 def _connects(store: SqlStore) -> list[int]:
@@ -42,20 +29,21 @@ def _sleep(connection: Connection) -> int:
     return 1
 
 
-async def test_a_burst_of_reads_does_not_churn_connections(pg_store: SqlStore) -> None:
+async def test_a_burst_of_reads_does_not_churn_connections(postgres_store: SqlStore) -> None:
     # A reconnect storm: every charge point's credentials read at once. Connections
     # opened beyond the pool's size and closed when returned made each later burst
     # (and, under load, a dozen reads a second) pay for a new backend process.
-    opened = _connects(pg_store)
+    opened = _connects(postgres_store)
     burst = 3 * POOL_SIZE
-    assert sum(await asyncio.gather(*[pg_store.run_sync_read(_sleep) for _ in range(burst)])) == (
-        burst
-    )
+
+    async def reads() -> int:
+        done = await asyncio.gather(*[postgres_store.run_sync_read(_sleep) for _ in range(burst)])
+        return sum(done)
+
+    assert await reads() == burst
     first = opened[0]
     assert 0 < first <= POOL_SIZE
-    assert sum(await asyncio.gather(*[pg_store.run_sync_read(_sleep) for _ in range(burst)])) == (
-        burst
-    )
+    assert await reads() == burst
     assert opened[0] == first  # the same connections, kept
 
 
@@ -72,20 +60,20 @@ def _in_one_transaction(repos: Repositories) -> bool:
     return _one_transaction(connection)
 
 
-async def test_a_hot_path_read_is_its_statements_alone(pg_store: SqlStore) -> None:
+async def test_a_hot_path_read_is_its_statements_alone(postgres_store: SqlStore) -> None:
     # An Authorize's read: no BEGIN before its statements, nor ROLLBACK after (two
     # round trips fewer, on every Authorize).
-    assert not await pg_store.read_now(_in_one_transaction)
-    assert not await pg_store.read_now(_in_one_transaction)  # its connection reused
+    assert not await postgres_store.read_now(_in_one_transaction)
+    assert not await postgres_store.read_now(_in_one_transaction)  # its connection reused
 
 
-async def test_other_reads_and_writes_are_one_transaction(pg_store: SqlStore) -> None:
+async def test_other_reads_and_writes_are_one_transaction(postgres_store: SqlStore) -> None:
     # A read that is not on the hot path keeps its transaction (nothing it writes is
     # kept), on connections from the same pool as the hot path's reads.
-    assert not await pg_store.read_now(_in_one_transaction)
-    assert await pg_store.read(_in_one_transaction)
-    assert await pg_store.run_sync_read(_one_transaction)
-    writes = [pg_store.run_sync_admin(_one_transaction) for _ in range(3)]
+    assert not await postgres_store.read_now(_in_one_transaction)
+    assert await postgres_store.read(_in_one_transaction)
+    assert await postgres_store.run_sync_read(_one_transaction)
+    writes = [postgres_store.run_sync_admin(_one_transaction) for _ in range(3)]
     assert all(await asyncio.gather(*writes))
-    assert await pg_store.write(_in_one_transaction)
-    assert not await pg_store.read_now(_in_one_transaction)
+    assert await postgres_store.write(_in_one_transaction)
+    assert not await postgres_store.read_now(_in_one_transaction)
