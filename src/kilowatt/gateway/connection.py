@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Awaitable, Iterable, Mapping
 from time import perf_counter
@@ -41,6 +42,13 @@ __all__ = [
     "Transport",
     "combine_observers",
 ]
+
+# Python ≥ 3.12: a handler's task takes its first step at once, inside
+# message_received, rather than at the event loop's next turn. A handler that does not
+# wait is answered there and then; one that writes queues its unit of work a turn
+# sooner. It is a task from its first step all the same (asyncio.current_task(), and
+# so asyncio.timeout, work). Python 3.11 has no eager start: the task waits its turn.
+_EAGER_START: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
 
 log = logging.getLogger("kilowatt.gateway")
 
@@ -232,7 +240,11 @@ class ChargePointConnection:
                     frame = self._failure(call, exc)
                 self._send_answer(call, frame, started)
                 return
-            self._worker = self._loop.create_task(self._handle_incoming())
+            self._incoming.append(call)
+            worker = asyncio.Task(self._handle_incoming(), loop=self._loop, **_EAGER_START)
+            if not worker.done():  # started eagerly, it may have answered already
+                self._worker = worker
+            return
         self._incoming.append(call)
 
     async def _handle_incoming(self) -> None:
