@@ -338,8 +338,8 @@ class Store(Protocol):
 
     async def read_now(self, work: Callable[[Repositories], T]) -> T:
         """:meth:`read` for a few rows by key, on the OCPP hot path. ``work`` only
-        reads: each statement may run on its own (SQL: PostgreSQL), with no
-        transaction to undo a write."""
+        reads: a store may run each of its statements on its own (the SQL store on
+        PostgreSQL does), with no transaction to undo a write."""
         ...
 
     async def close(self) -> None: ...

@@ -11,10 +11,10 @@ it is a pooled connection of its own. A flush is written in chunks of
 :data:`INSERT_CHUNK` rows, awaited one after the other: the group commits queued
 meanwhile run between two chunks, so a second's worth of frames (thousands under
 load) never holds their answers back for the whole insert. ``insert_chunk=None``
-writes a flush in one transaction: for a store nobody else writes to, the message
-log process's own (:mod:`kilowatt.message_log_process`), where chunks would only
-add commits (a chunk of 250 rows cost about as much to commit as to insert). Reads go through
-:meth:`SqlStore.run_sync_read` (a reader thread's).
+writes a flush in one transaction: for the message log process
+(:mod:`kilowatt.message_log_process`), whose store has no other writer, so that
+chunks would only add commits (a chunk of 250 rows cost about as much to commit as
+to insert). Reads go through :meth:`SqlStore.run_sync_read` (a reader thread's).
 
 The insert is rendered once per dialect by SQLAlchemy from the table and run with
 ``exec_driver_sql`` and plain driver values: SQLAlchemy's per-row bind processing
