@@ -24,6 +24,12 @@ The server's CPU time during the measurement window is read from ``/proc`` (Linu
 server and all its child processes). The results are printed as a Markdown table on stdout
 together with the Kilowatt/baseline throughput ratio and the command that reproduces the
 run. Progress goes to stderr.
+
+``--rounds N`` runs the two servers alternately N times and reports the median of the
+rounds' ratios: the machine's speed drifts over minutes (on a shared machine the
+baseline's rate moved between 2,850 and 4,050 msgs/s in one day), and each round
+compares two runs taken a few seconds apart. The database carries over from round to
+round (the same ``KILOWATT_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import platform
 import shlex
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -83,10 +90,12 @@ class ServerRun:
     server_cpu_util: float | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    round: int = 1  # --rounds: which of the alternating rounds
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "server": self.spec.name,
+            "round": self.round,
             "command": shlex.join(self.spec.argv),
             "url": self.spec.url,
             "load": self.load,
@@ -404,7 +413,7 @@ def markdown_report(runs: list[ServerRun], args: argparse.Namespace, command: st
         "|" + "---|" * (header.count("|") - 1),
     ]
     for run in runs:
-        name = run.spec.name
+        name = run.spec.name if args.rounds == 1 else f"{run.spec.name} (round {run.round})"
         load = run.load
         if load is None:
             lines.append(f"| {name} | {args.charge_points} | failed: see stderr |" + " |" * 8)
@@ -419,7 +428,12 @@ def markdown_report(runs: list[ServerRun], args: argparse.Namespace, command: st
     lines.append("")
     ratio = throughput_ratio(runs)
     if ratio is not None:
-        lines.append(f"**Kilowatt / baseline throughput: {ratio:.2f}×**")
+        per_round = round_ratios(runs)
+        if len(per_round) > 1:
+            each = ", ".join(f"{value:.2f}×" for value in per_round)
+            lines.append(f"**Kilowatt / baseline throughput: {ratio:.2f}× (median of {each})**")
+        else:
+            lines.append(f"**Kilowatt / baseline throughput: {ratio:.2f}×**")
         lines.append("")
     lines += [
         "- msgs/s = OCPP CALLs answered per second (each CALL is one request and one answer "
@@ -435,7 +449,13 @@ def markdown_report(runs: list[ServerRun], args: argparse.Namespace, command: st
         ),
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}. "
-        "Servers ran one at a time; the load generator ran in its own process.",
+        "Servers ran one at a time; the load generator ran in its own process."
+        + (
+            f" {args.rounds} rounds, the servers alternately; each round's ratio is its own "
+            "Kilowatt run against its own baseline run."
+            if args.rounds > 1
+            else ""
+        ),
     ]
     for run in runs:
         lines += [f"- {run.spec.name}: {note}" for note in run.notes]
@@ -450,12 +470,22 @@ def markdown_report(runs: list[ServerRun], args: argparse.Namespace, command: st
     return "\n".join(lines)
 
 
+def round_ratios(runs: list[ServerRun]) -> list[float]:
+    """Kilowatt's throughput over the baseline's, round by round (rounds where either
+    failed are left out)."""
+    ratios: list[float] = []
+    for number in sorted({run.round for run in runs}):
+        by_name = {run.spec.name: run.load for run in runs if run.round == number}
+        kilowatt, baseline = by_name.get("kilowatt"), by_name.get("baseline")
+        if kilowatt and baseline and baseline["msgs_per_s"]:
+            ratios.append(float(kilowatt["msgs_per_s"]) / float(baseline["msgs_per_s"]))
+    return ratios
+
+
 def throughput_ratio(runs: list[ServerRun]) -> float | None:
-    by_name = {run.spec.name: run.load for run in runs}
-    kilowatt, baseline = by_name.get("kilowatt"), by_name.get("baseline")
-    if not kilowatt or not baseline or not baseline["msgs_per_s"]:
-        return None
-    return float(kilowatt["msgs_per_s"]) / float(baseline["msgs_per_s"])
+    """The median of :func:`round_ratios` (the ratio itself with one round)."""
+    ratios = round_ratios(runs)
+    return statistics.median(ratios) if ratios else None
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
@@ -470,6 +500,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
         f"{args.warmup:g}",
         "--uvloop-baseline" if args.uvloop_baseline else "--no-uvloop-baseline",
     ]
+    if args.rounds != 1:
+        argv += ["--rounds", str(args.rounds)]
     if args.only:
         argv += ["--only", args.only]
     if args.connect_rate is not None:
@@ -573,10 +605,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30.0,
         help="seconds to wait for a server to accept connections (default 30)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the servers alternately this many times (Kilowatt, baseline, Kilowatt, …) "
+        "and report the median of the rounds' ratios: the machine's speed drifts, and each "
+        "round compares runs a few seconds apart (default 1)",
+    )
     parser.add_argument("--json-out", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
-    if args.charge_points < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("need --charge-points >= 1, --duration > 0 and --warmup >= 0")
+    if args.charge_points < 1 or args.duration <= 0 or args.warmup < 0 or args.rounds < 1:
+        parser.error("need --charge-points >= 1, --duration > 0, --warmup >= 0 and --rounds >= 1")
     return args
 
 
@@ -590,8 +630,13 @@ async def amain(args: argparse.Namespace) -> int:
     command = reproduce_command(args)
     runs: list[ServerRun] = []
     with tempfile.TemporaryDirectory(prefix="kilowatt-bench-") as tmp:
-        for spec in specs:
-            runs.append(await bench_server(spec, args, Path(tmp)))
+        for number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                log(f"[compare] round {number} of {args.rounds}")
+            for spec in specs:
+                run = await bench_server(spec, args, Path(tmp))
+                run.round = number
+                runs.append(run)
 
     report = markdown_report(runs, args, command)
     print(report, flush=True)
@@ -604,6 +649,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "warmup_s": args.warmup,
                 "connect_rate": args.connect_rate,
                 "uvloop_baseline": args.uvloop_baseline,
+                "rounds": args.rounds,
             },
             "machine": {
                 "cpus": os.cpu_count(),
@@ -612,6 +658,7 @@ async def amain(args: argparse.Namespace) -> int:
             },
             "runs": [run.to_dict() for run in runs],
             "ratio_msgs_per_s": throughput_ratio(runs),
+            "ratios_by_round": round_ratios(runs),
             "markdown": report,
         }
         if not write_json(args.json_out, payload, "compare"):
