@@ -1,14 +1,21 @@
-"""PostgreSQL: the connections a process keeps, and what a read costs in round trips."""
+"""PostgreSQL: the connections a process keeps, what a read costs in round trips, and
+the last-seen flush that never waits for another transaction's row locks."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Connection, event
 
+from kilowatt.domain.models import ChargePoint
 from kilowatt.store.base import Repositories
 from kilowatt.store.sql.database import POOL_SIZE, SqlStore
+from tests.servers import asyncpg_dsn
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _connects(store: SqlStore) -> list[int]:
@@ -77,3 +84,35 @@ async def test_other_reads_and_writes_are_one_transaction(postgres_store: SqlSto
     assert all(await asyncio.gather(*writes))
     assert await postgres_store.write(_in_one_transaction)
     assert not await postgres_store.read_now(_in_one_transaction)
+
+
+async def test_last_seen_skips_a_charge_point_another_transaction_holds(
+    postgres_store: SqlStore, postgres_url: str
+) -> None:
+    # The last-seen flush of one node must not wait for a row that a StartTransaction
+    # of another node holds: with each waiting on the other, PostgreSQL breaks the
+    # deadlock only after a second, failing one side's whole group.
+    def add(repos: Repositories) -> None:
+        for cp in ("CP-1", "CP-2"):
+            repos.charge_points.add(ChargePoint(cp), T0)
+
+    await postgres_store.write(add)
+    holder = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT id FROM charge_points WHERE id = 'CP-1' FOR UPDATE")
+            seen = [("CP-2", T0 + timedelta(seconds=2)), ("CP-1", T0 + timedelta(seconds=1))]
+            async with asyncio.timeout(10):  # it would wait for the lock until the end
+                await postgres_store.write(lambda repos: repos.charge_points.touch(seen))
+        points = await postgres_store.read(lambda r: r.charge_points.list_charge_points())
+        last_seen = {point.id: point.last_seen_at for point in points}
+        assert last_seen == {"CP-1": None, "CP-2": T0 + timedelta(seconds=2)}
+
+        # Free again, it is written at the next flush.
+        await postgres_store.write(lambda repos: repos.charge_points.touch(seen))
+        points = await postgres_store.read(lambda r: r.charge_points.list_charge_points())
+        assert {point.id: point.last_seen_at for point in points}["CP-1"] == T0 + timedelta(
+            seconds=1
+        )
+    finally:
+        await holder.close()

@@ -75,7 +75,9 @@ class ChargePointRepository(Protocol):
     ) -> None: ...
 
     def touch(self, seen: Sequence[tuple[str, datetime]]) -> None:
-        """Set last_seen_at of many charge points at once."""
+        """Set last_seen_at of many charge points at once. A store with row locks
+        (PostgreSQL) skips the rows another transaction holds: last-seen times are
+        best effort, written again at the next flush."""
         ...
 
     def mark_all_disconnected(self, now: datetime) -> None: ...

@@ -292,6 +292,9 @@ class HotSql:
     # SQLite: every charge point's last_seen_at in one statement, from one JSON
     # parameter [[id, last_seen_at], …]; None: executemany of touch_charge_point.
     touch_many: str | None = None
+    # PostgreSQL: the same from two arrays (ids, times), taking the rows' locks in id
+    # order and skipping the rows another transaction holds (FOR UPDATE SKIP LOCKED).
+    touch_unlocked: str | None = None
 
 
 def render(statement: UpdateBase, dialect: Dialect, names: Sequence[str]) -> str:
@@ -370,6 +373,15 @@ def _render_all(dialect: Dialect) -> HotSql:
         if sqlite_dialect and sqlite3.sqlite_version_info >= (3, 33)
         else None
     )
+    touch_unlocked = (
+        f"UPDATE {cp.name} SET {cp.c.last_seen_at.name} = seen.at FROM "
+        "unnest($1::VARCHAR[], $2::TIMESTAMP WITH TIME ZONE[]) AS seen(id, at) "
+        f"WHERE {cp.name}.{cp.c.id.name} = seen.id AND {cp.name}.{cp.c.id.name} IN ("
+        f"SELECT {cp.c.id.name} FROM {cp.name} WHERE {cp.c.id.name} = ANY($1::VARCHAR[]) "
+        f"ORDER BY {cp.c.id.name} FOR UPDATE SKIP LOCKED)"
+        if dialect.name == "postgresql"
+        else None
+    )
     return HotSql(
         datetime=sqlite_datetime if sqlite_dialect else postgresql_datetime,
         insert_meter_values=insert_meter_values,
@@ -383,6 +395,7 @@ def _render_all(dialect: Dialect) -> HotSql:
         ),
         status_many=many_rows(dialect, t.status_history, STATUS_PARAMS, insert_status),
         touch_many=touch_many,
+        touch_unlocked=touch_unlocked,
         upsert_connector=render(upsert, dialect, CONNECTOR_PARAMS),
         insert_transaction=render(insert_transaction, dialect, TRANSACTION_INSERT_PARAMS),
         returning_id=returning_id,

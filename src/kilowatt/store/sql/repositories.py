@@ -576,6 +576,16 @@ class SqlChargePoints:
         if not seen:
             return
         to_datetime = self._sql.datetime
+        if self._sql.touch_unlocked is not None:
+            # Rows another transaction holds are skipped, not waited for (its StartTransaction
+            # on another node, say): the charge point keeps talking, the next flush has it.
+            # Waiting could close a cycle with that transaction, which PostgreSQL breaks only
+            # after deadlock_timeout (a second), failing one side's whole group.
+            ordered = sorted(seen)
+            ids = [charge_point_id for charge_point_id, _ in ordered]
+            times = [to_datetime(at) for _, at in ordered]
+            self._c.exec_driver_sql(self._sql.touch_unlocked, (ids, times))
+            return
         if self._sql.touch_many is not None:
             # One statement for thousands of charge points: an executemany would give
             # the GIL up (and wait to get it back) once per row.
