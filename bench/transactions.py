@@ -40,8 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_env(database_url: str) -> dict[str, str]:
-    """This environment without its KILOWATT_* settings, and the benchmark's."""
+def server_env(database_url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without its KILOWATT_* settings, and the benchmark's (and
+    ``settings``, by setting name: ``--setting NAME=VALUE``)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("KILOWATT_")}
     env.update(
         KILOWATT_DATABASE_URL=database_url,
@@ -49,14 +50,26 @@ def server_env(database_url: str) -> dict[str, str]:
         KILOWATT_LOG_LEVEL="warning",
         KILOWATT_CONFIGURATION_SYNC_ON_BOOT="false",
     )
+    for name, value in (settings or {}).items():
+        env[f"KILOWATT_{name.upper()}"] = value
     return env
 
 
-def start(database_url: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+def setting(text: str) -> tuple[str, str]:
+    """``--setting NAME=VALUE``: one of kilowatt serve's settings (README)."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=VALUE, e.g. sqlite_commit_delay=0")
+    return name, value
+
+
+def start(
+    database_url: str, port: int, directory: Path, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [sys.executable, "-m", "kilowatt", "serve", "--port", str(port)],
         cwd=directory,
-        env=server_env(database_url),
+        env=server_env(database_url, settings),
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
@@ -106,7 +119,16 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--postgres-url", default=None, help="use this database, migrated")
+    parser.add_argument(
+        "--setting",
+        type=setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of kilowatt serve (README), e.g. database_concurrent_groups=2; repeatable",
+    )
     args = parser.parse_args()
+    settings = dict(args.setting)
     rows = []
     postgres = None
     with tempfile.TemporaryDirectory(prefix="kilowatt-bench-") as directory:
@@ -128,7 +150,7 @@ def main() -> int:
             asyncio.run(register_id_tags(args.charge_points, server_env(url), Path(directory)))
             port = free_port()
             print(f"[{engine}] starting kilowatt serve on port {port} …", file=sys.stderr)
-            process = start(url, port, Path(directory))
+            process = start(url, port, Path(directory), settings)
             try:
                 result = asyncio.run(
                     run_load(

@@ -97,6 +97,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         settings.database_url,
         sqlite_synchronous=settings.sqlite_synchronous,
         commit_delay=settings.sqlite_commit_delay,
+        concurrent_groups=settings.database_concurrent_groups,
     )
     events, webhooks = _build_events(settings, clock)
     message_log, message_log_store = _build_message_log(settings, store, clock)

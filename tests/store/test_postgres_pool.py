@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from sqlalchemy import Connection, event
 
 from kilowatt.domain.models import ChargePoint
 from kilowatt.store.base import Repositories
-from kilowatt.store.sql.database import POOL_SIZE, SqlStore
+from kilowatt.store.sql.database import POOL_SIZE, SqlStore, open_store
 from tests.servers import asyncpg_dsn
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -116,3 +117,48 @@ async def test_last_seen_skips_a_charge_point_another_transaction_holds(
         )
     finally:
         await holder.close()
+
+
+def _slow(repos: Repositories) -> str:
+    connection: Connection = repos.connection  # type: ignore[attr-defined]
+    connection.exec_driver_sql("SELECT pg_sleep(0.5)")
+    return "slow"
+
+
+def _fast(repos: Repositories) -> str:
+    return "fast"
+
+
+async def _finishing_order(store: SqlStore) -> list[str]:
+    done: list[str] = []
+
+    async def write(work: Any) -> None:
+        done.append(await store.write(work))
+
+    slow = asyncio.create_task(write(_slow))
+    await asyncio.sleep(0.1)  # its group is committing: the next write starts another
+    await asyncio.gather(slow, write(_fast))
+    return done
+
+
+@pytest.mark.parametrize(("groups", "order"), [(1, ["slow", "fast"]), (2, ["fast", "slow"])])
+async def test_groups_in_flight_at_once(postgres_url: str, groups: int, order: list[str]) -> None:
+    # database_concurrent_groups: with 2, a write does not wait for the group that is
+    # committing when it arrives; with 1 (the default), it does. (No table is touched.)
+    store = open_store(postgres_url, concurrent_groups=groups)
+    try:
+        assert await _finishing_order(store) == order
+    finally:
+        await store.close()
+
+
+async def test_closing_waits_for_every_group_in_flight(postgres_url: str) -> None:
+    store = open_store(postgres_url, concurrent_groups=2)
+    first = asyncio.create_task(store.write(_slow))
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(store.write(_slow))
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        await store.close()
+    assert first.done() and second.done()
+    assert first.result() == second.result() == "slow"

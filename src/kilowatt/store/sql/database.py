@@ -587,12 +587,14 @@ class SqlStore:
         *,
         sqlite_synchronous: str = "FULL",
         commit_delay: float = 0.0,
+        concurrent_groups: int = 1,
     ) -> None:
         self.url = url
         self._commit_delay = commit_delay
+        self._concurrent_groups = concurrent_groups
         self.dialect = url.get_backend_name()
         self._pending: _Group | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         self._sync_engine: Engine | None = None
         self._read_engine: Engine | None = None
         self._async_engine: AsyncEngine | None = None
@@ -639,8 +641,8 @@ class SqlStore:
         future = loop.create_future()
         group.works.append(work)
         group.futures.append(future)
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
+        if len(self._flushers) < self._concurrent_groups:
+            self._flushers.add(loop.create_task(self._flush()))
         return await future
 
     async def write_alone(self, work: Callable[[Repositories], T]) -> T:
@@ -650,6 +652,8 @@ class SqlStore:
         return await self.run_sync_admin(lambda connection: _run_all(connection, [work])[0])
 
     async def _flush(self) -> None:
+        # One of at most ``concurrent_groups`` flushers: each takes whatever is pending
+        # when it is free, so with two, one group fills while two commit.
         try:
             while self._pending is not None:
                 group = self._pending
@@ -664,7 +668,11 @@ class SqlStore:
                     self._pending = None
                 await self._commit_group(current)
         finally:
-            self._flusher = None
+            # Here, not in a done callback: a write in between would find this
+            # flusher still counted and start none, its unit left waiting.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
 
     async def _commit_group(self, group: _Group) -> None:
         started = time.perf_counter()
@@ -822,9 +830,8 @@ class SqlStore:
 
     async def close(self) -> None:
         """Commit what is queued, then release connections and threads."""
-        flusher = self._flusher
-        if flusher is not None:
-            await asyncio.wait_for(asyncio.shield(flusher), timeout=30)
+        while flushing := [flusher for flusher in self._flushers if not flusher.done()]:
+            await asyncio.wait_for(asyncio.shield(flushing[0]), timeout=30)
         if self._sync_engine is not None:
             assert self._readers is not None
             writer, self._writer = self._writer, None
@@ -903,8 +910,15 @@ def _sqlite_engine(url: URL, synchronous: str, *, writer: bool) -> Engine:
 
 
 def open_store(
-    url: str, *, sqlite_synchronous: str = "FULL", commit_delay: float = 0.0
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    commit_delay: float = 0.0,
+    concurrent_groups: int = 1,
 ) -> SqlStore:
     return SqlStore(
-        normalize_url(url), sqlite_synchronous=sqlite_synchronous, commit_delay=commit_delay
+        normalize_url(url),
+        sqlite_synchronous=sqlite_synchronous,
+        commit_delay=commit_delay,
+        concurrent_groups=concurrent_groups,
     )
