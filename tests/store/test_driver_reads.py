@@ -1,4 +1,5 @@
-"""SQLite: the hot path's reads run on the driver and return what the Core path does."""
+"""The hot path's reads run on the driver (SQLite and PostgreSQL) and return what the
+Core path does."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kilowatt.domain.models import AuthorizationStatus, IdTag, Transaction, TransactionState
 from kilowatt.store.base import Repositories
@@ -83,9 +85,9 @@ def both_paths(repos: Repositories) -> list[tuple[list[Any], list[Any]]]:
     return pairs
 
 
-async def test_the_driver_path_returns_what_the_core_path_returns(sqlite_store: SqlStore) -> None:
-    await sqlite_store.write(seed)
-    pairs = await sqlite_store.read(both_paths)
+async def test_the_driver_path_returns_what_the_core_path_returns(store: SqlStore) -> None:
+    await store.write(seed)
+    pairs = await store.read(both_paths)
     assert any(core for core, _ in pairs)  # rows with None, JSON, datetimes, enums
     for core, fast in pairs:
         assert fast == core
@@ -95,12 +97,12 @@ async def test_the_driver_path_returns_what_the_core_path_returns(sqlite_store: 
                     assert value.tzinfo is UTC
 
 
-async def test_on_sqlite_the_hot_reads_skip_sqlalchemy_s_execution(
-    sqlite_store: SqlStore,
-) -> None:
-    await sqlite_store.write(seed)
-    engine = sqlite_store._read_engine
+async def test_the_hot_reads_skip_sqlalchemy_s_execution(store: SqlStore) -> None:
+    await store.write(seed)
+    engine = store._read_engine if store.dialect == "sqlite" else store._async_engine
     assert engine is not None
+    if isinstance(engine, AsyncEngine):
+        engine = engine.sync_engine
     seen: list[str] = []
 
     def record(_c: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -108,11 +110,11 @@ async def test_on_sqlite_the_hot_reads_skip_sqlalchemy_s_execution(
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        tag, active = await sqlite_store.read(lambda r: r.id_tags.get_with_active_count("TAG-1"))
-        started, others = await sqlite_store.read(
+        tag, active = await store.read(lambda r: r.id_tags.get_with_active_count("TAG-1"))
+        started, others = await store.read(
             lambda r: r.transactions.find_for_start("CP-1", 1, "TAG-1", T0, 100)
         )
-        stopped = await sqlite_store.read(lambda r: r.transactions.get(1))
+        stopped = await store.read(lambda r: r.transactions.get(1))
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert tag is not None and tag.status is AuthorizationStatus.BLOCKED and active == 2

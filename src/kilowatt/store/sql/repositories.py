@@ -393,30 +393,17 @@ _FIND_FOR_START = union_all(
 
 
 class _DriverReads:
-    """The hot path's reads as :class:`DriverQuery`, one set per dialect: on SQLite;
-    None each on PostgreSQL, where they take the Core path."""
+    """The hot path's reads as :class:`DriverQuery`, one set per dialect."""
 
     __slots__ = ("find_for_start", "id_tag_with_active_count", "transaction")
 
     def __init__(self, dialect: Dialect) -> None:
-        def query(statement: Any) -> DriverQuery | None:
-            return DriverQuery(statement, dialect) if dialect.name == "sqlite" else None
-
-        self.find_for_start = query(_FIND_FOR_START)
-        self.id_tag_with_active_count = query(_GET_ID_TAG_WITH_ACTIVE_COUNT)
-        self.transaction = query(_GET_TRANSACTION)  # StopTransaction's
+        self.find_for_start = DriverQuery(_FIND_FOR_START, dialect)
+        self.id_tag_with_active_count = DriverQuery(_GET_ID_TAG_WITH_ACTIVE_COUNT, dialect)
+        self.transaction = DriverQuery(_GET_TRANSACTION, dialect)  # StopTransaction's
 
 
 driver_reads = per_dialect(_DriverReads)
-
-
-def _rows(
-    connection: Connection, fast: DriverQuery | None, statement: Any, parameters: dict[str, Any]
-) -> Sequence[Sequence[Any]]:
-    """The rows of ``statement``: on the driver when it has a :class:`DriverQuery`."""
-    if fast is not None:
-        return fast.rows(connection, parameters)
-    return connection.execute(statement, parameters).all()
 
 
 class _Appends:
@@ -702,12 +689,7 @@ class SqlIdTags:
         return None if row is None else _id_tag(row)
 
     def get_with_active_count(self, id_tag: str) -> tuple[IdTag | None, int]:
-        rows = _rows(
-            self._c,
-            self._driver.id_tag_with_active_count,
-            _GET_ID_TAG_WITH_ACTIVE_COUNT,
-            {"id_tag": id_tag},
-        )
+        rows = self._driver.id_tag_with_active_count.rows(self._c, {"id_tag": id_tag})
         if not rows:
             return None, 0
         row = rows[0]
@@ -773,7 +755,7 @@ class SqlTransactions:
         self._c.execute(_LOCK_FOR_START, {"cp": charge_point_id, "id_tag": id_tag})
 
     def get(self, transaction_id: int) -> Transaction | None:
-        rows = _rows(self._c, self._driver.transaction, _GET_TRANSACTION, {"id": transaction_id})
+        rows = self._driver.transaction.rows(self._c, {"id": transaction_id})
         return _transaction(rows[0]) if rows else None
 
     def find_started(
@@ -818,7 +800,7 @@ class SqlTransactions:
             "started_at": started_at,
             "meter_start": meter_start,
         }
-        rows = _rows(self._c, self._driver.find_for_start, _FIND_FOR_START, parameters)
+        rows = self._driver.find_for_start.rows(self._c, parameters)
         started: Transaction | None = None
         active: list[Transaction] = []
         for row in rows:
