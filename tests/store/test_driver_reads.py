@@ -9,13 +9,20 @@ from typing import Any
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kilowatt.domain.models import AuthorizationStatus, IdTag, Transaction, TransactionState
+from kilowatt.domain.models import (
+    AuthorizationStatus,
+    ChargePoint,
+    IdTag,
+    Transaction,
+    TransactionState,
+)
 from kilowatt.store.base import Repositories
 from kilowatt.store.sql.database import SqlStore
 from kilowatt.store.sql.repositories import (
     _FIND_FOR_START,
     _GET_ID_TAG_WITH_ACTIVE_COUNT,
     _GET_TRANSACTION,
+    _LOCK_FOR_START,
     driver_reads,
 )
 
@@ -23,6 +30,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def seed(repos: Repositories) -> None:
+    repos.charge_points.add(ChargePoint("CP-1"), T0)
     repos.id_tags.add(
         IdTag(
             "TAG-1",
@@ -82,6 +90,11 @@ def both_paths(repos: Repositories) -> list[tuple[list[Any], list[Any]]]:
         by_id = {"id": transaction_id}
         core = [tuple(row) for row in connection.execute(_GET_TRANSACTION, by_id)]
         pairs.append((core, reads.transaction.rows(connection, by_id)))
+    for cp, tag in (("CP-1", "TAG-1"), ("CP-1", "NOPE"), ("NOPE", "TAG-2")):
+        # StartTransaction's row locks (PostgreSQL; SQLite has no FOR UPDATE).
+        ids = {"cp": cp, "id_tag": tag}
+        core = [tuple(row) for row in connection.execute(_LOCK_FOR_START, ids)]
+        pairs.append((core, reads.lock_for_start.rows(connection, ids)))
     return pairs
 
 
@@ -115,6 +128,7 @@ async def test_the_hot_reads_skip_sqlalchemy_s_execution(store: SqlStore) -> Non
             lambda r: r.transactions.find_for_start("CP-1", 1, "TAG-1", T0, 100)
         )
         stopped = await store.read(lambda r: r.transactions.get(1))
+        await store.read(lambda r: r.transactions.lock_for_start("CP-1", "TAG-1"))
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert tag is not None and tag.status is AuthorizationStatus.BLOCKED and active == 2

@@ -395,9 +395,10 @@ _FIND_FOR_START = union_all(
 class _DriverReads:
     """The hot path's reads as :class:`DriverQuery`, one set per dialect."""
 
-    __slots__ = ("find_for_start", "id_tag_with_active_count", "transaction")
+    __slots__ = ("find_for_start", "id_tag_with_active_count", "lock_for_start", "transaction")
 
     def __init__(self, dialect: Dialect) -> None:
+        self.lock_for_start = DriverQuery(_LOCK_FOR_START, dialect)  # used on PostgreSQL
         self.find_for_start = DriverQuery(_FIND_FOR_START, dialect)
         self.id_tag_with_active_count = DriverQuery(_GET_ID_TAG_WITH_ACTIVE_COUNT, dialect)
         self.transaction = DriverQuery(_GET_TRANSACTION, dialect)  # StopTransaction's
@@ -752,7 +753,7 @@ class SqlTransactions:
         # cluster: both row locks in one round trip (kilowatt.cluster)
         if self._c.dialect.name == "sqlite":
             return
-        self._c.execute(_LOCK_FOR_START, {"cp": charge_point_id, "id_tag": id_tag})
+        self._driver.lock_for_start.rows(self._c, {"cp": charge_point_id, "id_tag": id_tag})
 
     def get(self, transaction_id: int) -> Transaction | None:
         rows = self._driver.transaction.rows(self._c, {"id": transaction_id})
