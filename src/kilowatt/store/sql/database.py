@@ -749,19 +749,14 @@ class SqlStore:
             except OperationalError:
                 pass
         elif self._async_engine is not None:
-            return await self._read_alone(work)
-        return await self.read(work)
-
-    async def _read_alone(self, work: Callable[[Repositories], T]) -> T:
-        assert self._async_engine is not None
-        async with self._async_engine.connect() as connection:
             # Each statement on its own, without BEGIN and ROLLBACK around them: two
             # round trips fewer for a read of one or two statements. Under READ
             # COMMITTED, PostgreSQL's level, a transaction would not give them one
             # snapshot anyway (each statement sees what was committed when it began).
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            result: T = await connection.run_sync(lambda sync: work(SqlRepositories(sync)))
-            return result
+            return await self._postgresql_read(
+                lambda connection: work(SqlRepositories(connection)), autocommit=True
+            )
+        return await self.read(work)
 
     def _read_here(self, work: Callable[[Repositories], T]) -> T:
         return self._read_on(
@@ -774,10 +769,18 @@ class SqlStore:
         if self._sync_engine is not None:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._readers, self._sqlite_read, function)
+        return await self._postgresql_read(function, autocommit=False)
+
+    async def _postgresql_read(self, function: Callable[[Connection], T], *, autocommit: bool) -> T:
+        """``function`` on a pooled connection: in a transaction rolled back after
+        it, or (``autocommit``) each statement on its own."""
         assert self._async_engine is not None
         async with self._async_engine.connect() as connection:
+            if autocommit:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
             result: T = await connection.run_sync(function)
-            await connection.rollback()
+            if not autocommit:
+                await connection.rollback()
             return result
 
     def _sqlite_read(self, function: Callable[[Connection], T]) -> T:
