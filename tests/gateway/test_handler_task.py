@@ -10,14 +10,10 @@ import asyncio
 import sys
 from typing import Any
 
-import orjson
 import pytest
 
-from kilowatt.gateway.connection import ChargePointConnection
-from kilowatt.ocpp16.routes import protocol_spec
-from kilowatt.protocol.router import CallContext, Router
-from kilowatt.protocol.session import Session
-from tests.memory_transport import MemoryTransport
+from kilowatt.protocol.router import CallContext
+from tests.memory_transport import frames, memory_connection
 
 
 async def test_a_handler_runs_in_a_task_and_may_use_asyncio_timeout() -> None:
@@ -29,28 +25,19 @@ async def test_a_handler_runs_in_a_task_and_may_use_asyncio_timeout() -> None:
             await asyncio.sleep(0)
         return {"currentTime": "2026-03-01T00:00:00Z"}
 
-    router = Router({"Heartbeat": heartbeat})
-    sink = MemoryTransport()
-    connection = ChargePointConnection("CP", sink, Session(protocol_spec(), handled=router), router)
+    connection, sink = memory_connection({"Heartbeat": heartbeat})
     outside = asyncio.current_task()
     connection.message_received('[2,"1","Heartbeat",{}]')
     await connection.wait_idle()
 
     assert len(tasks) == 1 and tasks[0] is not None and tasks[0] is not outside
-    frame = orjson.loads(sink.sent[0])
+    frame = frames(sink)[0]
     assert frame[0] == 3, frame  # a CALLRESULT, not an InternalError
 
 
 STATUS = (
     '[2,"{}","StatusNotification",{{"connectorId":1,"errorCode":"NoError","status":"Available"}}]'
 )
-
-
-def _connection(handlers: dict[str, Any]) -> tuple[ChargePointConnection, MemoryTransport]:
-    router = Router(handlers)
-    sink = MemoryTransport()
-    connection = ChargePointConnection("CP", sink, Session(protocol_spec(), handled=router), router)
-    return connection, sink
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager task start: Python ≥ 3.12")
@@ -66,10 +53,10 @@ async def test_a_handler_that_does_not_wait_is_answered_at_once() -> None:
             pass
         return {"currentTime": "2026-03-01T00:00:00Z"}
 
-    connection, sink = _connection({"Heartbeat": heartbeat})
+    connection, sink = memory_connection({"Heartbeat": heartbeat})
     connection.message_received('[2,"1","Heartbeat",{}]')
 
-    assert [orjson.loads(frame)[:2] for frame in sink.sent] == [[3, "1"]]
+    assert [frame[:2] for frame in frames(sink)] == [[3, "1"]]
     assert tasks[0] is not None and tasks[0] is not asyncio.current_task()
     assert connection._worker is None
 
@@ -87,7 +74,7 @@ async def test_a_handler_that_waits_starts_at_once_and_calls_after_it_queue() ->
         order.append(f"end {ctx.unique_id}")
         return {}
 
-    connection, sink = _connection({"StatusNotification": status})
+    connection, sink = memory_connection({"StatusNotification": status})
     connection.message_received(STATUS.format("a"))
     assert order == ["start a"] and sink.sent == []
     connection.message_received(STATUS.format("b"))
@@ -96,7 +83,7 @@ async def test_a_handler_that_waits_starts_at_once_and_calls_after_it_queue() ->
     await connection.wait_idle()
 
     assert order == ["start a", "end a", "start b", "end b"]
-    assert [orjson.loads(frame)[:2] for frame in sink.sent] == [[3, "a"], [3, "b"]]
+    assert [frame[:2] for frame in frames(sink)] == [[3, "a"], [3, "b"]]
     assert connection._worker is None
 
 
@@ -112,7 +99,7 @@ async def test_calls_are_answered_in_order_whether_or_not_their_handlers_wait() 
     async def heartbeat(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {"currentTime": "2026-03-01T00:00:00Z"}
 
-    connection, sink = _connection({"StatusNotification": status, "Heartbeat": heartbeat})
+    connection, sink = memory_connection({"StatusNotification": status, "Heartbeat": heartbeat})
     connection.message_received(STATUS.format("1"))
     connection.message_received('[2,"2","Heartbeat",{}]')
     connection.message_received(STATUS.format("3"))
@@ -121,5 +108,5 @@ async def test_calls_are_answered_in_order_whether_or_not_their_handlers_wait() 
     connection.message_received('[2,"4","Heartbeat",{}]')
     await connection.wait_idle()
 
-    assert [orjson.loads(frame)[1] for frame in sink.sent] == ["1", "2", "3", "4"]
+    assert [frame[1] for frame in frames(sink)] == ["1", "2", "3", "4"]
     assert connection._worker is None

@@ -7,30 +7,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from kilowatt.app import build_router, build_services
 from kilowatt.config import Settings
 from kilowatt.gateway.connection import ChargePointConnection
 from kilowatt.ocpp16.handlers.registration import require_acceptance
 from kilowatt.ocpp16.routes import protocol_spec
 from kilowatt.protocol.errors import NotSupportedCallError
-from kilowatt.protocol.router import CallContext, Handler, Inline, Router
+from kilowatt.protocol.router import CallContext, Inline, Router
 from kilowatt.protocol.session import Session
-from tests.memory_transport import MemoryTransport
+from tests.memory_transport import frames, memory_connection
 
 NOW = {"currentTime": "2026-03-01T00:00:00Z"}
-
-
-def connect(routes: dict[str, Handler]) -> tuple[ChargePointConnection, MemoryTransport]:
-    router = Router(routes)
-    sink = MemoryTransport()
-    session = Session(protocol_spec(), handled=router)
-    return ChargePointConnection("CP", sink, session, router, strict=True), sink
-
-
-def frames(sink: MemoryTransport) -> list[Any]:
-    return [orjson.loads(frame) for frame in sink.sent]
 
 
 async def test_an_inline_handler_is_answered_at_once_without_a_task() -> None:
@@ -40,7 +27,7 @@ async def test_an_inline_handler_is_answered_at_once_without_a_task() -> None:
         tasks.append(asyncio.current_task())
         return NOW
 
-    connection, sink = connect({"Heartbeat": Inline(heartbeat)})
+    connection, sink = memory_connection({"Heartbeat": Inline(heartbeat)})
     outside = asyncio.current_task()
     connection.message_received('[2,"1","Heartbeat",{}]')
     # Written before anything else ran: no task was created for it.
@@ -56,7 +43,7 @@ async def test_an_inline_call_waits_for_an_earlier_call_still_handled() -> None:
         await release.wait()
         return {}
 
-    connection, sink = connect(
+    connection, sink = memory_connection(
         {"StatusNotification": status, "Heartbeat": Inline(lambda ctx, payload: NOW)}
     )
     connection.message_received(
@@ -80,7 +67,7 @@ async def test_an_inline_handler_that_fails_gets_its_callerror() -> None:
     def invalid(ctx: CallContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {"currentTime": 5}
 
-    connection, sink = connect({"Heartbeat": Inline(refuse), "Authorize": Inline(crash)})
+    connection, sink = memory_connection({"Heartbeat": Inline(refuse), "Authorize": Inline(crash)})
     connection.message_received('[2,"1","Heartbeat",{}]')
     connection.message_received('[2,"2","Authorize",{"idTag":"T"}]')
     (refused, crashed) = frames(sink)
@@ -106,7 +93,7 @@ async def test_the_acceptance_guard_keeps_an_inline_handler_inline() -> None:
         seen=seen.append,
     )
     assert type(routes["Heartbeat"]) is Inline
-    connection, sink = connect(routes)
+    connection, sink = memory_connection(routes)
     connection.message_received('[2,"1","Heartbeat",{}]')
     assert frames(sink)[0][:3] == [4, "1", "SecurityError"] and seen == []
     accepted.add("CP")
