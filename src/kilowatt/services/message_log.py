@@ -7,10 +7,13 @@ parsing, no encoding, no logging, no I/O. A frame longer than the payload cap is
 cut there already, so that the buffer stays bounded in bytes as well as in frames.
 
 A background task takes the whole buffer every ``message_log_flush_interval``
-seconds, turns it into rows in a worker thread (message type, unique id and action
-parsed from the start of the frame; the action of a CALLRESULT/CALLERROR taken from
-the CALL it answers; the text cut at ``message_log_max_payload`` bytes and marked
-truncated; the wall-clock time) and writes them in batches of multi-row inserts.
+seconds, turns it into rows on the event loop, a slice at a time (message type,
+unique id and action parsed from the start of the frame; the action of a
+CALLRESULT/CALLERROR taken from the CALL it answers; the text cut at
+``message_log_max_payload`` bytes and marked truncated; the wall-clock time) and has
+the store write them (:mod:`kilowatt.store.sql.message_log`: multi-row INSERTs on
+SQLite, an INSERT from ``unnest()`` on PostgreSQL). By default all of this but the
+buffer runs in a process of its own (:mod:`kilowatt.message_log_process`).
 
 This is a diagnostic log, not a record anything depends on:
 
